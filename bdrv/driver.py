@@ -1,0 +1,201 @@
+"""Driver base class and the registry of format and protocol drivers.
+
+One Driver instance serves one open Node. Class attributes describe the driver
+(name, protocol prefix, capabilities); instance methods do the work. All I/O
+methods receive requests already aligned by the request layer (request.py).
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from bdrv.errors import BlockError
+from bdrv.graph import (
+    CHILD_COW,
+    CHILD_FILTERED,
+    CHILD_METADATA,
+    DEFAULT_PERM_UNCHANGED,
+    O_INACTIVE,
+    O_RDWR,
+    PERM_ALL,
+    PERM_CONSISTENT_READ,
+    PERM_RESIZE,
+    PERM_WRITE,
+    PERM_WRITE_UNCHANGED,
+)
+
+if TYPE_CHECKING:
+    from bdrv.graph import Node
+    from bdrv.options import OptionDesc
+    from bdrv.request import BlockStatus
+
+
+def enotsup(what: str = "Operation not supported") -> BlockError:
+    return BlockError(what, errno.ENOTSUP)
+
+
+class Driver:
+    """A block driver. Subclasses set the class attributes and override methods."""
+
+    format_name: ClassVar[str] = ""
+    # Protocol drivers have a prefix ("file") and sit at the bottom of the graph.
+    protocol_name: ClassVar[str | None] = None
+    is_filter: ClassVar[bool] = False
+    supports_backing: ClassVar[bool] = False
+    has_variable_length: ClassVar[bool] = False
+    # Options this driver accepts at open time (besides the generic block options).
+    runtime_options: ClassVar[tuple[str, ...]] = ()
+    # Options for image creation, in the order `-o help` lists them.
+    create_options: ClassVar[tuple[OptionDesc, ...]] = ()
+    # Whether `qemu-img create` of this format can take a backing file.
+    create_supports_backing: ClassVar[bool] = False
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    # -- class-level hooks -------------------------------------------------------
+    @property
+    def is_protocol(self) -> bool:
+        return self.protocol_name is not None
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        """Score 0..100 for how likely `header` is an image of this format."""
+        return 0
+
+    @classmethod
+    def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
+        """Create an image. `options` holds parsed create options by name."""
+        raise BlockError(f"Driver '{cls.format_name}' does not support image creation",
+                         errno.ENOTSUP)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def open(self, options: dict[str, Any], flags: int) -> None:
+        """Open the node. Consume (pop) the options this driver understands."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    # -- permissions ----------------------------------------------------------------
+    def child_perm(self, name: str, role: int, perm: int, shared: int) -> tuple[int, int]:
+        """Permissions to take on a child given our own cumulative ones."""
+        if self.is_filter or role & CHILD_FILTERED:
+            return perm, shared
+        if role & CHILD_COW:
+            # Backing files are only read; they must not change under us.
+            cperm = perm & PERM_CONSISTENT_READ
+            cshared = (shared & ~(PERM_WRITE | PERM_RESIZE)) | PERM_WRITE_UNCHANGED
+            if self.node.open_flags & O_INACTIVE:
+                cshared |= PERM_WRITE | PERM_RESIZE
+            return cperm, cshared
+        return self._storage_perm(role, perm, shared)
+
+    def _storage_perm(self, role: int, perm: int, shared: int) -> tuple[int, int]:
+        """Perms for a child holding our data/metadata (bdrv_default_perms_for_storage)."""
+        if role & CHILD_METADATA:
+            cperm = perm | PERM_CONSISTENT_READ
+            if self.node.open_flags & O_RDWR:
+                cperm |= PERM_WRITE | PERM_RESIZE
+            else:
+                cperm &= ~(PERM_WRITE | PERM_RESIZE)
+            cshared = shared & ~(PERM_WRITE | PERM_RESIZE)
+            cshared |= PERM_WRITE_UNCHANGED
+        else:
+            cperm = perm & ~DEFAULT_PERM_UNCHANGED
+            cshared = shared | DEFAULT_PERM_UNCHANGED
+        if self.node.open_flags & O_INACTIVE:
+            cshared |= PERM_WRITE | PERM_RESIZE
+        return cperm, cshared & PERM_ALL
+
+    def check_perm(self, perm: int, shared: int) -> None:
+        """Check the new cumulative permissions; may take tentative locks."""
+
+    def set_perm(self, perm: int, shared: int) -> None:
+        """Commit the permissions checked by check_perm."""
+
+    def abort_perm(self) -> None:
+        """Undo check_perm."""
+
+    # -- I/O (aligned) -------------------------------------------------------------
+    def getlength(self) -> int:
+        raise NotImplementedError
+
+    def get_allocated_file_size(self) -> int:
+        """Bytes the image occupies on the host; -ENOTSUP maps to 'unavailable'."""
+        file = self.node.file
+        if file is not None:
+            return file.node.driver.get_allocated_file_size()
+        raise enotsup()
+
+    def pread(self, offset: int, length: int) -> bytes | bytearray:
+        raise NotImplementedError
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int) -> None:
+        raise enotsup()
+
+    def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
+        raise enotsup()
+
+    def pdiscard(self, offset: int, length: int) -> None:
+        raise enotsup()
+
+    def flush(self) -> None:
+        pass
+
+    def truncate(self, size: int, exact: bool, prealloc: str) -> None:
+        raise BlockError("Image format driver does not support resize", errno.ENOTSUP)
+
+    def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus | None:
+        """None means: not implemented, use the generic answer."""
+        return None
+
+    # -- information ---------------------------------------------------------------
+    def get_info(self) -> dict[str, int]:
+        """cluster_size / vm_state_offset, as bdrv_get_info()."""
+        raise enotsup()
+
+    def get_specific_info(self) -> dict[str, Any] | None:
+        return None
+
+    def check(self, fix: int) -> Any:
+        raise BlockError("This image format does not support checks", errno.ENOTSUP)
+
+
+_REGISTRY: dict[str, type[Driver]] = {}
+
+
+def register(cls: type[Driver]) -> type[Driver]:
+    """Class decorator adding a driver to the registry under its format name."""
+    _REGISTRY[cls.format_name] = cls
+    return cls
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers the drivers.
+    from bdrv.drivers import file, raw  # noqa: F401
+
+
+def find_driver(name: str) -> type[Driver] | None:
+    _load_builtin()
+    return _REGISTRY.get(name)
+
+
+def all_drivers() -> list[type[Driver]]:
+    _load_builtin()
+    return list(_REGISTRY.values())
+
+
+def find_protocol(prefix: str) -> type[Driver] | None:
+    _load_builtin()
+    for cls in _REGISTRY.values():
+        if cls.protocol_name == prefix:
+            return cls
+    return None
+
+
+def format_names() -> list[str]:
+    """Supported format names in the order qemu-img --help lists them (sorted)."""
+    return sorted(_REGISTRY)

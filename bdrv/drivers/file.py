@@ -1,0 +1,349 @@
+"""The `file` protocol driver: POSIX files and block devices.
+
+Behaves like QEMU 7.2's file-posix: the same open errors, holes found with
+SEEK_DATA/SEEK_HOLE, zero writes and discards with fallocate(), the first block
+allocated on creation, and the same OFD image locks (see bdrv/locking.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import mmap
+import os
+import stat
+from collections.abc import Callable
+from typing import Any
+
+from bdrv.driver import Driver, register
+from bdrv.errors import BlockError, from_oserror
+from bdrv.graph import O_NO_FLUSH, O_NOCACHE, O_RDWR, PERM_ALL
+from bdrv.locking import ImageLocks, ofd_locks_supported, unshared_bits
+from bdrv.options import OptionDesc
+from bdrv.request import BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO, REQ_MAY_UNMAP, BlockStatus
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+# Size of the zeroed first block written on creation (file-posix allocate_first_block).
+MAX_BLOCKSIZE = 4096
+SECTOR = 512
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def allocate_first_block(fd: int, size: int) -> None:
+    """Write zeros at the start so that later alignment probing finds data there."""
+    write_size = SECTOR if size < MAX_BLOCKSIZE else MAX_BLOCKSIZE
+    try:
+        os.pwrite(fd, bytes(write_size), 0)
+    except OSError:
+        pass  # only an optimisation in QEMU too
+
+
+def truncate_fd(fd: int, size: int, prealloc: str, filename: str = "") -> None:
+    """Resize a regular file with QEMU's preallocation modes and first-block rule."""
+    current = os.fstat(fd).st_size
+    try:
+        if prealloc == "off":
+            os.ftruncate(fd, size)
+            if current == 0 and size > 0:
+                allocate_first_block(fd, size)
+        elif prealloc == "falloc":
+            if size > current:
+                os.posix_fallocate(fd, current, size - current)
+            else:
+                os.ftruncate(fd, size)
+        elif prealloc == "full":
+            if size > current:
+                os.ftruncate(fd, current)
+                _write_zeroes_by_writing(fd, current, size - current)
+            else:
+                os.ftruncate(fd, size)
+        else:
+            raise BlockError(f"Unsupported preallocation mode '{prealloc}'", errno.ENOTSUP)
+    except OSError as exc:
+        if prealloc == "falloc":
+            raise from_oserror(exc, "Could not preallocate new data") from exc
+        raise from_oserror(exc, "Could not resize file") from exc
+
+
+def _write_zeroes_by_writing(fd: int, offset: int, length: int) -> None:
+    chunk = bytes(min(length, 1 << 20))
+    pos = offset
+    while pos < offset + length:
+        n = min(len(chunk), offset + length - pos)
+        os.pwrite(fd, memoryview(chunk)[:n], pos)
+        pos += n
+
+
+@register
+class FileDriver(Driver):
+    format_name = "file"
+    protocol_name = "file"
+    has_variable_length = True
+    runtime_options = ("filename", "aio", "aio-max-batch", "locking", "pr-manager",
+                       "drop-cache", "x-check-cache-dropped")
+    create_options = (
+        OptionDesc("size", "size", "Virtual disk size"),
+        OptionDesc("preallocation", "string",
+                   "Preallocation mode (allowed values: off, falloc, full)"),
+        OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
+        OptionDesc("extent_size_hint", "size",
+                   "Extent size hint for the image file, 0 to disable"),
+    )
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.fd = -1
+        self.filename = ""
+        self.locks: ImageLocks | None = None
+        self.use_locks = False
+        self.direct = False
+        self.is_regular = True
+        self._saved: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
+        size = int(options.get("size", 0))
+        prealloc = str(options.get("preallocation", "off"))
+        if prealloc not in ("off", "falloc", "full"):
+            raise BlockError(f"Invalid parameter '{prealloc}'")
+        path = strip_file_prefix(filename)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not create file") from exc
+        try:
+            locks = ImageLocks(fd, path)
+            # QEMU takes write+resize and unshares resize while creating.
+            from bdrv.graph import PERM_RESIZE, PERM_WRITE
+
+            perm = PERM_WRITE | PERM_RESIZE
+            shared = PERM_ALL & ~PERM_RESIZE
+            if ofd_locks_supported(fd):
+                locks.apply(perm, unshared_bits(shared), release=False)
+                locks.check(perm, shared)
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode):
+                # Discard existing contents first, as QEMU's create does.
+                os.ftruncate(fd, 0)
+                truncate_fd(fd, size, prealloc)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not create file") from exc
+        finally:
+            os.close(fd)
+
+    # -- open/close ---------------------------------------------------------------
+    def open(self, options: dict[str, Any], flags: int) -> None:
+        filename = options.pop("filename", None)
+        if filename is None:
+            raise BlockError("Parameter 'filename' is required")
+        self.filename = strip_file_prefix(str(filename))
+        locking = str(options.pop("locking", "auto"))
+        if locking not in ("auto", "on", "off"):
+            raise BlockError(f"Parameter 'locking' does not accept value '{locking}'")
+        aio = options.pop("aio", None)
+        if aio is not None and aio not in ("threads", "native", "io_uring"):
+            raise BlockError(f"Parameter 'aio' does not accept value '{aio}'")
+        if aio == "native" and not flags & O_NOCACHE:
+            raise BlockError("aio=native was specified, but it requires cache.direct=on, "
+                             "which was not specified.")
+        for key in ("aio-max-batch", "pr-manager", "drop-cache", "x-check-cache-dropped"):
+            options.pop(key, None)
+        self.direct = bool(flags & O_NOCACHE)
+        mode = os.O_RDWR if flags & O_RDWR else os.O_RDONLY
+        if self.direct:
+            mode |= os.O_DIRECT
+        try:
+            self.fd = os.open(self.filename, mode | os.O_CLOEXEC)
+        except OSError as exc:
+            raise from_oserror(exc, f"Could not open '{self.filename}'") from exc
+        try:
+            st = os.fstat(self.fd)
+            if stat.S_ISDIR(st.st_mode) or not (
+                stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
+            ):
+                raise BlockError(
+                    f"'file' driver requires '{self.filename}' to be a regular file",
+                    errno.EINVAL,
+                )
+            self.is_regular = stat.S_ISREG(st.st_mode)
+            self.use_locks = locking == "on" or (locking == "auto" and ofd_locks_supported(self.fd))
+            if locking == "on" and not ofd_locks_supported(self.fd):
+                self.use_locks = False
+            if self.use_locks:
+                self.locks = ImageLocks(self.fd, self.filename)
+            self.node.request_alignment = 4096 if self.direct else 1
+        except BaseException:
+            os.close(self.fd)
+            self.fd = -1
+            raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the description drops its OFD locks
+            self.fd = -1
+
+    # -- permissions: the image locks -----------------------------------------------
+    def check_perm(self, perm: int, shared: int) -> None:
+        if self.locks is None:
+            return
+        self._saved = (self.locks.locked_perm, self.locks.locked_unshared)
+        # Tentatively hold the union of the old and new locks, then test the rest.
+        self.locks.apply(self.locks.locked_perm | perm,
+                         self.locks.locked_unshared | unshared_bits(shared), release=False)
+        try:
+            self.locks.check(perm, shared)
+        except BlockError:
+            self.abort_perm()
+            raise
+
+    def set_perm(self, perm: int, shared: int) -> None:
+        if self.locks is not None:
+            self.locks.apply(perm, unshared_bits(shared), release=True)
+
+    def abort_perm(self) -> None:
+        if self.locks is not None:
+            perm, unshared = self._saved
+            self.locks.apply(perm, unshared, release=True)
+
+    # -- I/O -------------------------------------------------------------------------
+    def getlength(self) -> int:
+        if self.is_regular:
+            return os.fstat(self.fd).st_size
+        return os.lseek(self.fd, 0, os.SEEK_END)
+
+    def get_allocated_file_size(self) -> int:
+        return os.fstat(self.fd).st_blocks * 512
+
+    def pread(self, offset: int, length: int) -> bytes | bytearray:
+        try:
+            if self.direct:
+                return self._direct_read(offset, length)
+            data = os.pread(self.fd, length, offset)
+            while len(data) < length:
+                more = os.pread(self.fd, length - len(data), offset + len(data))
+                if not more:
+                    # Past the end of the file reads as zeros (file-posix does the same).
+                    return data + bytes(length - len(data))
+                data += more
+            return data
+        except OSError as exc:
+            raise from_oserror(exc) from exc
+
+    def _direct_read(self, offset: int, length: int) -> bytes:
+        buf = mmap.mmap(-1, length)
+        try:
+            got = os.preadv(self.fd, [buf], offset)
+            return bytes(buf[:got]) + bytes(length - got)
+        finally:
+            buf.close()
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int) -> None:
+        try:
+            if self.direct:
+                buf = mmap.mmap(-1, len(data))
+                try:
+                    buf[:] = data
+                    os.pwritev(self.fd, [buf], offset)
+                finally:
+                    buf.close()
+                return
+            view = memoryview(data)
+            while len(view):
+                n = os.pwrite(self.fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:
+            raise from_oserror(exc) from exc
+
+    def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
+        if not self.is_regular:
+            raise BlockError("Operation not supported", errno.ENOTSUP)
+        try:
+            if flags & REQ_MAY_UNMAP:
+                try:
+                    fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+                    if offset + length > os.fstat(self.fd).st_size:
+                        os.ftruncate(self.fd, offset + length)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                        raise
+            try:
+                fallocate(self.fd, FALLOC_FL_ZERO_RANGE, offset, length)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+            raise BlockError("Operation not supported", errno.ENOTSUP)
+        except OSError as exc:
+            raise from_oserror(exc) from exc
+
+    def pdiscard(self, offset: int, length: int) -> None:
+        if not self.is_regular:
+            raise BlockError("Operation not supported", errno.ENOTSUP)
+        try:
+            fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise BlockError("Operation not supported", errno.ENOTSUP) from exc
+            raise from_oserror(exc) from exc
+
+    def flush(self) -> None:
+        if self.node.open_flags & O_NO_FLUSH:
+            return
+        try:
+            os.fdatasync(self.fd)
+        except OSError as exc:
+            raise from_oserror(exc) from exc
+
+    def truncate(self, size: int, exact: bool, prealloc: str) -> None:
+        if self.is_regular:
+            truncate_fd(self.fd, size, prealloc)
+            return
+        if prealloc != "off":
+            raise BlockError("Preallocation mode 'full' unsupported for this non-regular file",
+                             errno.ENOTSUP)
+        current = self.getlength()
+        if size > current or (exact and size != current):
+            raise BlockError(
+                "Cannot grow device files" if size > current else "Cannot shrink device files",
+                errno.EINVAL,
+            )
+
+    def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus:
+        if not want_zero:
+            return BlockStatus(BLOCK_DATA | BLOCK_OFFSET_VALID, length, offset, self.node)
+        try:
+            data = os.lseek(self.fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                # Trailing hole: nothing but zeros up to the end.
+                return BlockStatus(BLOCK_ZERO | BLOCK_OFFSET_VALID, length, offset, self.node)
+            return BlockStatus(BLOCK_DATA | BLOCK_OFFSET_VALID, length, offset, self.node)
+        if data == offset:
+            hole = os.lseek(self.fd, offset, os.SEEK_HOLE)
+            pnum = hole - offset
+            align = self.node.request_alignment
+            pnum = -(-pnum // SECTOR) * SECTOR if align == 1 else -(-pnum // align) * align
+            return BlockStatus(BLOCK_DATA | BLOCK_OFFSET_VALID, min(pnum, length), offset,
+                               self.node)
+        return BlockStatus(BLOCK_ZERO | BLOCK_OFFSET_VALID, min(data - offset, length), offset,
+                           self.node)
+
+    def get_info(self) -> dict[str, int]:
+        raise BlockError("Operation not supported", errno.ENOTSUP)
+
+
+def strip_file_prefix(filename: str) -> str:
+    """'file:foo' names the local file 'foo'."""
+    return filename[5:] if filename.startswith("file:") else filename

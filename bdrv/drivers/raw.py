@@ -1,0 +1,153 @@
+"""The `raw` format driver: the image is the guest disk, optionally a window of it.
+
+With `offset`/`size` the node exposes only that window of its file. A raw driver
+chosen by probing (no `-f raw`) refuses writes that would make sector 0 look like
+another format, as QEMU does, and is limited to sector-aligned I/O for that.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+from bdrv.driver import Driver, find_driver, register
+from bdrv.errors import BlockError
+from bdrv.graph import CHILD_FILTERED
+from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
+
+SECTOR = 512
+_U64_ERROR = (
+    "Parameter '{}' expects a non-negative number below 2^64\n"
+    "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
+    "and exabytes, respectively."
+)
+
+
+def _parse_u64(name: str, value: Any) -> int:
+    from bdrv.options import parse_size
+
+    if isinstance(value, bool):
+        raise BlockError(f"Invalid parameter type for '{name}', expected: integer")
+    if isinstance(value, int):
+        if value < 0:
+            raise BlockError(_U64_ERROR.format(name))
+        return value
+    try:
+        number = parse_size(str(value))
+    except BlockError as exc:
+        raise BlockError(_U64_ERROR.format(name)) from exc
+    if number < 0:
+        raise BlockError(_U64_ERROR.format(name))
+    return number
+
+
+@register
+class RawDriver(Driver):
+    format_name = "raw"
+    runtime_options = ("offset", "size")
+    strong_options = ("offset", "size")
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.offset = 0
+        self.size: int | None = None
+
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        return 1  # anything can be raw; every real format outbids this
+
+    @classmethod
+    def create_option_list(cls) -> tuple[Any, ...]:
+        file_driver = find_driver("file")
+        assert file_driver is not None
+        return file_driver.create_options
+
+    @classmethod
+    def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
+        file_driver = find_driver("file")
+        assert file_driver is not None
+        file_driver.create(filename, options, log)
+
+    def open(self, options: dict[str, Any], flags: int) -> None:
+        if "offset" in options:
+            self.offset = _parse_u64("offset", options.pop("offset"))
+        if "size" in options:
+            self.size = _parse_u64("size", options.pop("size"))
+        file = self.node.file
+        assert file is not None
+        file_length = file.node.getlength()
+        if self.offset > file_length:
+            raise BlockError(
+                f"Offset ({self.offset}) cannot be greater than size of the containing "
+                f"file ({file_length})"
+            )
+        if self.size is not None:
+            if self.size % SECTOR:
+                raise BlockError(f"Specified size is not multiple of {SECTOR}")
+            if self.offset + self.size > file_length:
+                raise BlockError(
+                    f"The sum of offset ({self.offset}) and size ({self.size}) has to be "
+                    f"smaller or equal to the  actual size of the containing file "
+                    f"({file_length})"
+                )
+        if self.node.probed_raw:
+            # Protecting sector 0 is simpler with whole-sector requests only.
+            self.node.request_alignment = max(self.node.request_alignment, SECTOR)
+
+    @property
+    def has_window(self) -> bool:
+        return self.offset != 0 or self.size is not None
+
+    def file_role(self) -> int:
+        """The role of our file child: a pure filter unless we expose a window."""
+        return CHILD_FILTERED
+
+    # -- I/O --------------------------------------------------------------------------
+    def _file(self) -> Any:
+        child = self.node.file
+        assert child is not None
+        return child.node
+
+    def getlength(self) -> int:
+        if self.size is not None:
+            return self.size
+        return max(0, self._file().getlength() - self.offset)
+
+    def pread(self, offset: int, length: int) -> bytes:
+        return self._file().pread(self.offset + offset, length)
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int) -> None:
+        if self.node.probed_raw and offset < SECTOR and len(data):
+            self._refuse_format_change(offset, data)
+        self._file().pwrite(self.offset + offset, data, flags)
+
+    def _refuse_format_change(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        from bdrv.open import probe_format
+
+        assert offset == 0 and len(data) >= SECTOR
+        if probe_format(bytes(data[:SECTOR]), "") is not RawDriver:
+            raise BlockError("Operation not permitted", errno.EPERM)
+
+    def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
+        if self.node.probed_raw and offset < SECTOR:
+            self._refuse_format_change(0, bytes(SECTOR))
+        self._file().pwrite_zeroes(self.offset + offset, length, flags)
+
+    def pdiscard(self, offset: int, length: int) -> None:
+        self._file().pdiscard(self.offset + offset, length)
+
+    def truncate(self, size: int, exact: bool, prealloc: str) -> None:
+        if self.size is not None:
+            raise BlockError("Cannot resize fixed-size raw disks", errno.ENOTSUP)
+        self._file().truncate(self.offset + size, exact, prealloc)
+
+    def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus:
+        return BlockStatus(BLOCK_RAW | BLOCK_OFFSET_VALID, length, self.offset + offset,
+                           self._file())
+
+    def get_allocated_file_size(self) -> int:
+        return int(self._file().driver.get_allocated_file_size())
+
+    def get_info(self) -> dict[str, int]:
+        return {"cluster_size": 0, "vm_state_offset": 0}

@@ -1,0 +1,354 @@
+"""Opening nodes: options, protocol vs format, probing, children, filenames.
+
+Follows the order of QEMU's bdrv_open_inherit(): merge `json:` options, pick the
+driver (explicit, by protocol prefix, or by probing the file), open the `file`
+child first for format drivers, open the node, reject leftover options, and build
+the node's displayed filename the way bdrv_refresh_filename() does.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bdrv.driver import Driver, all_drivers, find_driver, find_protocol
+from bdrv.errors import BlockError
+from bdrv.graph import (
+    CHILD_IMAGE,
+    O_CACHE_MASK,
+    O_CHECK,
+    O_INACTIVE,
+    O_NO_FLUSH,
+    O_NO_IO,
+    O_NOCACHE,
+    O_PROTOCOL,
+    O_RDWR,
+    O_UNMAP,
+    Node,
+    check_node_name,
+    generate_node_name,
+)
+from bdrv.qdict import to_json
+
+PROBE_BUF_SIZE = 2048
+# Generic options every node accepts (bdrv_runtime_opts plus the cache/discard ones).
+GENERIC_OPTIONS = (
+    "node-name", "driver", "read-only", "auto-read-only", "discard", "detect-zeroes",
+    "force-share", "cache.direct", "cache.no-flush", "copy-on-read",
+)
+
+_named_nodes: dict[str, Node] = {}
+
+Warn = Callable[[str], None]
+
+
+def _default_warn(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def path_has_protocol(path: str) -> bool:
+    """True for 'proto:rest' names (a colon before any slash)."""
+    colon = path.find(":")
+    if colon < 0:
+        return False
+    slash = path.find("/")
+    return slash < 0 or colon < slash
+
+
+def protocol_prefix(path: str) -> str:
+    return path[: path.find(":")]
+
+
+def parse_bool_option(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in ("on", "yes", "true", "y"):
+        return True
+    if value in ("off", "no", "false", "n"):
+        return False
+    raise BlockError(f"Parameter '{name}' expects 'on' or 'off'")
+
+
+def probe_format(header: bytes, filename: str) -> type[Driver]:
+    """The format driver scoring highest for `header` (raw if nobody claims it)."""
+    best: type[Driver] | None = None
+    best_score = 0
+    for drv in all_drivers():
+        if drv.protocol_name is not None:
+            continue
+        score = drv.probe(header, filename)
+        if score > best_score:
+            best, best_score = drv, score
+    raw = find_driver("raw")
+    assert raw is not None
+    return best or raw
+
+
+def extract_child_options(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """Move '<name>.x' keys out of `options` into a new dict keyed 'x'."""
+    prefix = name + "."
+    child = {k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)}
+    for key in list(options):
+        if key.startswith(prefix):
+            del options[key]
+    return child
+
+
+def _child_inherited(parent_flags: int, parent_options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Flags and defaults a protocol child inherits (bdrv_inherited_options)."""
+    flags = parent_flags & (O_RDWR | O_CACHE_MASK | O_NO_IO | O_INACTIVE | O_CHECK)
+    flags |= O_PROTOCOL | O_UNMAP
+    inherited = {k: v for k, v in parent_options.items()
+                 if k in ("cache.direct", "cache.no-flush", "force-share", "read-only")}
+    return flags, inherited
+
+
+def open_node(
+    filename: str | None,
+    options: dict[str, Any] | None,
+    flags: int,
+    *,
+    warn: Warn = _default_warn,
+    inherited: dict[str, Any] | None = None,
+) -> Node:
+    """Open a node (and its children); raises BlockError with QEMU's text."""
+    options = dict(options or {})
+    if filename is not None and filename.startswith("json:"):
+        json_opts = _parse_json(filename)
+        for key, value in json_opts.items():
+            options.setdefault(key, value)  # explicit options win
+        filename = None
+    if inherited:
+        for key, value in inherited.items():
+            options.setdefault(key, value)
+
+    drv_cls = _choose_driver(filename, options, flags)
+    flags = _apply_generic_flags(options, flags)
+    explicit = dict(options)
+
+    if drv_cls is not None and drv_cls.protocol_name is not None:
+        if filename is not None:
+            if "filename" in options:
+                raise BlockError("Can't specify 'file' and 'filename' options at the same time")
+            options["filename"] = filename
+        return _open_common(drv_cls, options, explicit, flags, warn, probed=False)
+
+    # A format node: open its file child, then probe if the format is unknown.
+    file_opts = extract_child_options(options, "file")
+    child_flags, child_inherit = _child_inherited(flags, options)
+    file_filename = filename
+    if isinstance(options.get("file"), str):
+        raise BlockError("References to existing nodes are not supported here", errno.ENOTSUP)
+    if file_filename is None and "filename" not in file_opts and "driver" not in file_opts:
+        if drv_cls is None:
+            raise BlockError("Must specify either driver or file")
+        raise BlockError("A block device must be specified for \"file\"")
+    file_node = open_node(file_filename, file_opts, child_flags, warn=warn,
+                          inherited=child_inherit)
+    probed = False
+    try:
+        if drv_cls is None:
+            drv_cls = _probe_node(file_node)
+            probed = True
+            options["driver"] = drv_cls.format_name
+        return _open_common(drv_cls, options, explicit, flags, warn, probed=probed,
+                            file_node=file_node, display_name=filename)
+    except BaseException:
+        if not file_node.parents:
+            file_node.close()
+        raise
+
+
+def _parse_json(filename: str) -> dict[str, Any]:
+    from bdrv.options import parse_json_filename
+
+    return parse_json_filename(filename)
+
+
+def _choose_driver(filename: str | None, options: dict[str, Any], flags: int) -> type[Driver] | None:
+    name = options.get("driver")
+    if name is not None:
+        drv = find_driver(str(name))
+        if drv is None:
+            raise BlockError(f"Unknown driver '{name}'")
+        return drv
+    if filename is None:
+        if "filename" not in options:
+            if flags & O_PROTOCOL:
+                raise BlockError("Must specify either driver or file")
+            return None
+        filename = str(options["filename"])
+    if flags & O_PROTOCOL:
+        return _protocol_for(filename)
+    return None
+
+
+def _protocol_for(filename: str) -> type[Driver]:
+    if path_has_protocol(filename):
+        prefix = protocol_prefix(filename)
+        drv = find_protocol(prefix)
+        if drv is None:
+            raise BlockError(f"Unknown protocol '{prefix}'")
+        return drv
+    drv = find_protocol("file")
+    assert drv is not None
+    return drv
+
+
+def _probe_node(file_node: Node) -> type[Driver]:
+    try:
+        header = file_node.pread(0, min(PROBE_BUF_SIZE, file_node.getlength()))
+    except BlockError as exc:
+        raise BlockError(f"Could not read image for determining its format: {exc.message}",
+                         exc.errno) from exc
+    if not header:
+        raw = find_driver("raw")
+        assert raw is not None
+        return raw
+    return probe_format(header, file_node.filename)
+
+
+def _apply_generic_flags(options: dict[str, Any], flags: int) -> int:
+    """Turn read-only/cache/discard options into open flags (bdrv_open_common)."""
+    if "read-only" in options:
+        if parse_bool_option("read-only", options["read-only"]):
+            flags &= ~O_RDWR
+        else:
+            flags |= O_RDWR
+    if "cache.direct" in options:
+        flags = flags | O_NOCACHE if parse_bool_option("cache.direct", options["cache.direct"]) \
+            else flags & ~O_NOCACHE
+    if "cache.no-flush" in options:
+        no_flush = parse_bool_option("cache.no-flush", options["cache.no-flush"])
+        flags = flags | O_NO_FLUSH if no_flush else flags & ~O_NO_FLUSH
+    if "discard" in options:
+        mode = options["discard"]
+        if mode in ("off", "ignore"):
+            flags &= ~O_UNMAP
+        elif mode in ("on", "unmap"):
+            flags |= O_UNMAP
+        else:
+            raise BlockError("Invalid discard option")
+    return flags
+
+
+def _open_common(
+    drv_cls: type[Driver],
+    options: dict[str, Any],
+    explicit: dict[str, Any],
+    flags: int,
+    warn: Warn,
+    *,
+    probed: bool,
+    file_node: Node | None = None,
+    display_name: str | None = None,
+) -> Node:
+    name = options.pop("node-name", None)
+    auto_name = name is None
+    if name is None:
+        name = generate_node_name()
+    else:
+        name = str(name)
+        check_node_name(name)
+        if name in _named_nodes:
+            raise BlockError(f"Duplicate nodes with node-name='{name}'")
+    options.pop("driver", None)
+    force_share = parse_bool_option("force-share", options.pop("force-share", False))
+    if force_share and flags & O_RDWR:
+        raise BlockError("force-share=on can only be used with read-only images")
+    for key in ("read-only", "cache.direct", "cache.no-flush", "discard"):
+        options.pop(key, None)
+    for key in ("auto-read-only", "detect-zeroes", "copy-on-read"):
+        options.pop(key, None)
+
+    driver = drv_cls.__new__(drv_cls)
+    node = Node(driver=driver, node_name=name, open_flags=flags, explicit_options=explicit)
+    node.auto_node_name = auto_name
+    node.force_share = force_share  # type: ignore[attr-defined]
+    node.probed_raw = probed and drv_cls.format_name == "raw"
+    drv_cls.__init__(driver, node)
+    node.options = dict(explicit)
+    try:
+        if file_node is not None:
+            role_of = getattr(driver, "file_role", None)
+            role = role_of() if callable(role_of) else CHILD_IMAGE
+            node.attach_child(file_node, "file", role)
+        driver.open(options, flags)
+        _reject_leftovers(drv_cls, options)
+    except BaseException:
+        node.close()
+        raise
+    if node.probed_raw and flags & O_RDWR:
+        shown = display_name if display_name is not None else node.filename
+        warn(
+            f"WARNING: Image format was not specified for '{shown}' and probing guessed raw.\n"
+            "         Automatically detecting the format is dangerous for raw images, "
+            "write operations on block 0 will be restricted.\n"
+            "         Specify the 'raw' format explicitly to remove the restrictions."
+        )
+    if not auto_name:
+        _named_nodes[name] = node
+    refresh_filename(node)
+    return node
+
+
+def _reject_leftovers(drv_cls: type[Driver], options: dict[str, Any]) -> None:
+    for key in options:
+        kind = "protocol" if drv_cls.protocol_name is not None else "format"
+        raise BlockError(
+            f"Block {kind} '{drv_cls.format_name}' does not support the option '{key}'"
+        )
+
+
+def forget_node_name(node: Node) -> None:
+    if _named_nodes.get(node.node_name) is node:
+        del _named_nodes[node.node_name]
+
+
+# -- filenames -----------------------------------------------------------------
+
+_STRONG_OPTIONS_ATTR = "strong_options"
+
+
+def full_open_options(node: Node) -> dict[str, Any]:
+    """The options that fully describe `node` (bs->full_open_options)."""
+    opts, _ = _gather(node)
+    return opts
+
+
+def _gather(node: Node) -> tuple[dict[str, Any], bool]:
+    drv = node.driver
+    opts: dict[str, Any] = {"driver": drv.format_name}
+    strong = False
+    if drv.protocol_name is not None:
+        opts["filename"] = getattr(drv, "filename", node.filename)
+    for key in getattr(drv, _STRONG_OPTIONS_ATTR, ()):
+        if key in node.options:
+            opts[key] = node.options[key]
+            strong = True
+    for child in node.children:
+        if child.name == "backing":
+            continue
+        opts[child.name] = full_open_options(child.node)
+    return opts, strong
+
+
+def refresh_filename(node: Node) -> None:
+    """Set node.filename as bdrv_refresh_filename() would."""
+    drv = node.driver
+    if drv.protocol_name is not None:
+        node.filename = str(getattr(drv, "filename", node.filename))
+        node.exact_filename = node.filename  # type: ignore[attr-defined]
+        return
+    for child in node.children:
+        refresh_filename(child.node)
+    opts, strong = _gather(node)
+    exact = ""
+    file = node.file
+    if not strong and file is not None:
+        exact = getattr(file.node, "exact_filename", "")
+    node.exact_filename = exact  # type: ignore[attr-defined]
+    node.filename = exact if exact else "json:" + to_json(opts)
+

@@ -1,0 +1,330 @@
+"""The request layer: the one place where I/O requests are checked and aligned.
+
+Drivers see only requests aligned to their node's `request_alignment`; unaligned
+reads are widened and sliced, unaligned writes become read-modify-write here.
+Block status follows QEMU's rules (io.c): RAW results are resolved in the child,
+a protocol layer gives OFFSET_VALID, and EOF/ALLOCATED are derived the same way.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bdrv.errors import BlockError
+
+if TYPE_CHECKING:
+    from bdrv.graph import Node
+
+SECTOR_SIZE = 512
+# Largest length the block layer handles (BDRV_MAX_LENGTH in QEMU, rounded to sectors).
+MAX_LENGTH = (2**63 - 1) // (1 << 30) * (1 << 30) // SECTOR_SIZE * SECTOR_SIZE
+# Largest single driver request we issue; bigger requests are split.
+MAX_TRANSFER = 1 << 30
+
+# Request flags (BDRV_REQ_*).
+REQ_COPY_ON_READ = 0x1
+REQ_ZERO_WRITE = 0x2
+REQ_MAY_UNMAP = 0x4
+REQ_FUA = 0x10
+REQ_WRITE_COMPRESSED = 0x20
+REQ_WRITE_UNCHANGED = 0x40
+REQ_NO_FALLBACK = 0x100
+
+# Block status flags (BDRV_BLOCK_*).
+BLOCK_DATA = 0x01
+BLOCK_ZERO = 0x02
+BLOCK_OFFSET_VALID = 0x04
+BLOCK_RAW = 0x08
+BLOCK_ALLOCATED = 0x10
+BLOCK_EOF = 0x20
+BLOCK_RECURSE = 0x40
+BLOCK_COMPRESSED = 0x80
+
+
+@dataclass
+class BlockStatus:
+    """The answer for [offset, offset + pnum): flags, host mapping and its node."""
+
+    flags: int
+    pnum: int
+    map: int = 0
+    file: Node | None = None
+
+
+def _align_down(value: int, align: int) -> int:
+    return value // align * align
+
+
+def _align_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def eio(message: str = "Input/output error") -> BlockError:
+    return BlockError(message, errno.EIO)
+
+
+class RequestLayer:
+    """Mixed into Node: the byte-granular request API every caller uses."""
+
+    # Supplied by Node.
+    driver: object
+    request_alignment: int
+    open_flags: int
+
+    def _drv(self):  # type: ignore[no-untyped-def]
+        return self.driver
+
+    # -- size ------------------------------------------------------------------
+    def getlength(self) -> int:
+        """Length in bytes, rounded up to whole sectors as QEMU's total_sectors is."""
+        return _align_up(self._drv().getlength(), SECTOR_SIZE)
+
+    # -- reads -----------------------------------------------------------------
+    def pread(self, offset: int, length: int, flags: int = 0) -> bytes:
+        """Read `length` bytes; past the end of the node, zeros (as QEMU does)."""
+        _check_request(offset, length)
+        if length == 0:
+            return b""
+        align = self.request_alignment
+        start = _align_down(offset, align)
+        end = _align_up(offset + length, align)
+        data = self._aligned_read(start, end - start)
+        if start == offset and end == offset + length:
+            return data
+        return data[offset - start : offset - start + length]
+
+    def _aligned_read(self, offset: int, length: int) -> bytes:
+        total = _align_up(self._drv().getlength(), self.request_alignment)
+        readable = max(0, min(length, total - offset))
+        parts: list[bytes] = []
+        pos = offset
+        while pos < offset + readable:
+            chunk = min(MAX_TRANSFER, offset + readable - pos)
+            parts.append(bytes(self._drv().pread(pos, chunk)))
+            pos += chunk
+        if readable < length:
+            parts.append(bytes(length - readable))
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    # -- writes ----------------------------------------------------------------
+    def _check_writable(self) -> None:
+        from bdrv.graph import O_RDWR
+
+        if not self.open_flags & O_RDWR:
+            raise BlockError("Block node is read-only", errno.EPERM)
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
+        """Write `data` at `offset`, read-modify-writing unaligned edges."""
+        length = len(data)
+        _check_request(offset, length)
+        self._check_writable()
+        if length == 0:
+            return
+        align = self.request_alignment
+        start = _align_down(offset, align)
+        end = _align_up(offset + length, align)
+        if start != offset or end != offset + length:
+            buf = bytearray(self._aligned_read(start, end - start))
+            buf[offset - start : offset - start + length] = data
+            data, offset = buf, start
+        view = memoryview(data)
+        pos = 0
+        while pos < len(view):
+            chunk = min(MAX_TRANSFER, len(view) - pos)
+            self._drv().pwrite(offset + pos, view[pos : pos + chunk], flags)
+            pos += chunk
+
+    def pwrite_zeroes(self, offset: int, length: int, flags: int = 0) -> None:
+        """Zero a range: the driver's efficient way if it has one, else plain writes."""
+        _check_request(offset, length)
+        self._check_writable()
+        if length == 0:
+            return
+        align = self.request_alignment
+        head_end = min(_align_up(offset, align), offset + length)
+        tail_start = max(_align_down(offset + length, align), head_end)
+        if head_end > offset:
+            self.pwrite(offset, bytes(head_end - offset), flags & ~REQ_MAY_UNMAP)
+        pos = head_end
+        while pos < tail_start:
+            chunk = min(MAX_TRANSFER, tail_start - pos)
+            try:
+                self._drv().pwrite_zeroes(pos, chunk, flags)
+            except BlockError as exc:
+                if exc.errno != errno.ENOTSUP or flags & REQ_NO_FALLBACK:
+                    raise
+                self._fallback_zero_write(pos, chunk, flags)
+            pos += chunk
+        if tail_start < offset + length:
+            self.pwrite(tail_start, bytes(offset + length - tail_start), flags & ~REQ_MAY_UNMAP)
+
+    def _fallback_zero_write(self, offset: int, length: int, flags: int) -> None:
+        step = 1 << 20
+        zeros = bytes(min(step, length))
+        pos = offset
+        while pos < offset + length:
+            chunk = min(step, offset + length - pos)
+            self._drv().pwrite(pos, memoryview(zeros)[:chunk], flags & ~REQ_MAY_UNMAP)
+            pos += chunk
+
+    def pdiscard(self, offset: int, length: int) -> None:
+        """Discard a range; a no-op unless the node was opened with discard=unmap."""
+        from bdrv.graph import O_UNMAP
+
+        _check_request(offset, length)
+        self._check_writable()
+        if length == 0 or not self.open_flags & O_UNMAP:
+            return
+        try:
+            self._drv().pdiscard(offset, length)
+        except BlockError as exc:
+            if exc.errno != errno.ENOTSUP:
+                raise
+
+    def flush(self) -> None:
+        """Flush this node, then the nodes below it."""
+        self._drv().flush()
+        for child in getattr(self, "children", []):
+            child.node.flush()
+
+    def truncate(self, size: int, exact: bool = False, prealloc: str = "off") -> None:
+        """Change the node's length (RESIZE permission is the caller's business)."""
+        if size < 0:
+            raise BlockError("Image size cannot be negative", errno.EINVAL)
+        if size > MAX_LENGTH:
+            raise BlockError("Image size too large", errno.EFBIG)
+        self._check_writable()
+        self._drv().truncate(size, exact, prealloc)
+
+    # -- block status ----------------------------------------------------------
+    def block_status(self, offset: int, length: int, want_zero: bool = True) -> BlockStatus:
+        """Status of the range starting at `offset` in this node alone."""
+        from bdrv.graph import Node
+
+        assert isinstance(self, Node)
+        return _block_status(self, offset, length, want_zero)
+
+    def is_allocated(self, offset: int, length: int) -> tuple[bool, int]:
+        """Whether this layer (not its backing file) determines the range's content."""
+        st = self.block_status(offset, length, want_zero=False)
+        return bool(st.flags & BLOCK_ALLOCATED), st.pnum
+
+
+def _check_request(offset: int, length: int) -> None:
+    if offset < 0 or length < 0 or offset > MAX_LENGTH or length > MAX_LENGTH - offset:
+        raise eio()
+
+
+def _block_status(node: Node, offset: int, length: int, want_zero: bool) -> BlockStatus:
+    total = node.getlength()
+    if offset >= total:
+        return BlockStatus(BLOCK_EOF, 0)
+    length = min(length, total - offset)
+    if length == 0:
+        return BlockStatus(0, 0)
+    drv = node.driver
+    align = node.request_alignment
+    start = _align_down(offset, align)
+    span = _align_up(offset + length, align) - start
+    st = drv.block_status(want_zero, start, span)
+    if st is None:
+        # Drivers without block status: all data, mapped 1:1 if this is a protocol.
+        st = BlockStatus(BLOCK_DATA | BLOCK_ALLOCATED, span)
+        if drv.is_protocol:
+            st.flags |= BLOCK_OFFSET_VALID
+            st.map, st.file = start, node
+    pnum = min(st.pnum - (offset - start), length)
+    if pnum <= 0:
+        raise eio()
+    flags = st.flags
+    mapped = st.map + (offset - start) if flags & BLOCK_OFFSET_VALID else 0
+    result = BlockStatus(flags, pnum, mapped, st.file)
+    if flags & BLOCK_RAW:
+        assert st.file is not None
+        inner = _block_status(st.file, mapped, pnum, want_zero)
+        result = inner
+    else:
+        if flags & (BLOCK_DATA | BLOCK_ZERO):
+            result.flags |= BLOCK_ALLOCATED
+        elif drv.supports_backing:
+            backing = node.backing
+            if backing is None:
+                result.flags |= BLOCK_ZERO
+            elif want_zero and offset >= backing.node.getlength():
+                result.flags |= BLOCK_ZERO
+        if (
+            want_zero
+            and flags & BLOCK_RECURSE
+            and result.file is not None
+            and result.file is not node
+            and flags & BLOCK_DATA
+            and not flags & BLOCK_ZERO
+            and flags & BLOCK_OFFSET_VALID
+        ):
+            inner = _block_status(result.file, mapped, pnum, want_zero)
+            if inner.flags & BLOCK_EOF and (inner.pnum == 0 or inner.flags & BLOCK_ZERO):
+                result.flags |= BLOCK_ZERO
+            else:
+                result.pnum = inner.pnum
+                result.flags |= inner.flags & BLOCK_ZERO
+    if offset + result.pnum == total:
+        result.flags |= BLOCK_EOF
+    return result
+
+
+def block_status_above(
+    top: Node, base: Node | None, offset: int, length: int, want_zero: bool = True
+) -> tuple[BlockStatus, int]:
+    """Status through the backing chain from `top` down to (excluding) `base`.
+
+    Returns the status and the depth of the layer that answered.
+    """
+    node: Node | None = top
+    depth = 0
+    first: BlockStatus | None = None
+    while node is not None and node is not base:
+        st = node.block_status(offset, length, want_zero)
+        if first is None:
+            first = st
+        if st.flags & BLOCK_ALLOCATED:
+            if node is not top and offset + st.pnum > top.getlength():
+                st.pnum = top.getlength() - offset
+            return st, depth
+        if st.flags & BLOCK_EOF and st.pnum == 0:
+            # Past the end of a shorter backing file: reads as zero.
+            st = BlockStatus(BLOCK_ZERO | BLOCK_ALLOCATED, length)
+            return st, depth
+        length = min(length, st.pnum)
+        backing = node.backing
+        node = backing.node if backing is not None else None
+        depth += 1
+    assert first is not None
+    first.pnum = min(first.pnum, length)
+    return BlockStatus(first.flags & ~BLOCK_ALLOCATED & ~BLOCK_OFFSET_VALID, first.pnum), depth
+
+
+def is_allocated_above(
+    top: Node, base: Node | None, include_base: bool, offset: int, length: int
+) -> tuple[bool, int, int]:
+    """(allocated, pnum, depth) through the chain, as bdrv_is_allocated_above()."""
+    node: Node | None = top
+    depth = 0
+    pnum_inter = length
+    while node is not None:
+        if node is base and not include_base:
+            break
+        allocated, pnum = node.is_allocated(offset, length)
+        if allocated:
+            return True, pnum, depth
+        if pnum == 0:
+            # Past this layer's end; treat the rest of the request as unallocated here.
+            pnum = length
+        pnum_inter = min(pnum_inter, pnum)
+        if node is base:
+            break
+        backing = node.backing
+        node = backing.node if backing is not None else None
+        depth += 1
+    return False, pnum_inter, depth
