@@ -163,7 +163,8 @@ class Node(Parent, RequestLayer):
         return None
 
     def parent_description(self, child: Child) -> str:
-        return f"node '{self.node_name}' (uses node '{child.node.node_name}' as '{child.name}' child)"
+        return (f"node '{self.node_name}' (uses node '{child.node.node_name}' "
+                f"as '{child.name}' child)")
 
     def attach_child(self, child_node: Node, name: str, role: int) -> Child:
         """Add an edge to `child_node` with the permissions our driver asks for."""

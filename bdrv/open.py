@@ -96,7 +96,9 @@ def extract_child_options(options: dict[str, Any], name: str) -> dict[str, Any]:
     return child
 
 
-def _child_inherited(parent_flags: int, parent_options: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _child_inherited(
+    parent_flags: int, parent_options: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
     """Flags and defaults a protocol child inherits (bdrv_inherited_options)."""
     flags = parent_flags & (O_RDWR | O_CACHE_MASK | O_NO_IO | O_INACTIVE | O_CHECK)
     flags |= O_PROTOCOL | O_UNMAP
@@ -167,7 +169,9 @@ def _parse_json(filename: str) -> dict[str, Any]:
     return parse_json_filename(filename)
 
 
-def _choose_driver(filename: str | None, options: dict[str, Any], flags: int) -> type[Driver] | None:
+def _choose_driver(
+    filename: str | None, options: dict[str, Any], flags: int
+) -> type[Driver] | None:
     name = options.get("driver")
     if name is not None:
         drv = find_driver(str(name))

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bdrv.driver import Driver, find_driver, register
 from bdrv.errors import BlockError
 from bdrv.graph import CHILD_FILTERED
 from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
+
+if TYPE_CHECKING:
+    from bdrv.graph import Node
 
 SECTOR = 512
 _U64_ERROR = (
@@ -104,7 +107,7 @@ class RawDriver(Driver):
         return CHILD_FILTERED
 
     # -- I/O --------------------------------------------------------------------------
-    def _file(self) -> Any:
+    def _file(self) -> Node:
         child = self.node.file
         assert child is not None
         return child.node
@@ -147,7 +150,7 @@ class RawDriver(Driver):
                            self._file())
 
     def get_allocated_file_size(self) -> int:
-        return int(self._file().driver.get_allocated_file_size())
+        return self._file().driver.get_allocated_file_size()
 
     def get_info(self) -> dict[str, int]:
         return {"cluster_size": 0, "vm_state_offset": 0}
