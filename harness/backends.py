@@ -8,12 +8,17 @@ start a long-running qemu-io/bdrv-io process for interactive sessions.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -45,21 +50,68 @@ def _decode(data: bytes) -> str:
     return data.decode("utf-8", errors="backslashreplace")
 
 
+def open_pty() -> tuple[int, int]:
+    """A pseudo-terminal for a tool's stdout and stderr: (master, slave).
+
+    Why a terminal and not a pipe: on a pipe, C stdio buffers stdout but not stderr,
+    so QEMU's messages would come out of order (all of stderr first). On a terminal
+    stdout is line-buffered and the log shows lines in the order they were printed,
+    which is also what the in-process bdrv backend records. Output post-processing is
+    switched off so bytes arrive exactly as written (no "\n" -> "\r\n").
+    """
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[1] &= ~termios.OPOST
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    return master, slave
+
+
+def _drain(master: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """Read the terminal until every writer has closed it (EIO), within `timeout`."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            proc.kill()
+            proc.wait()
+            raise subprocess.TimeoutExpired(proc.args, timeout, b"".join(chunks))
+        ready, _, _ = select.select([master], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            data = os.read(master, 65536)
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # Linux: the last slave fd was closed
+                break
+            raise
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def exit_status(returncode: int) -> int:
+    """A signal shows as a negative returncode; report it as a shell would (128+n)."""
+    return returncode if returncode >= 0 else 128 - returncode
+
+
 def run_subprocess(argv: list[str], executable: str, cwd: str) -> Result:
-    """Run a program with argv[0] as given, stdout and stderr in one pipe, no stdin."""
-    proc = subprocess.run(
-        argv,
-        executable=executable,
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=STEP_TIMEOUT,
-        check=False,
-    )
-    # A signal shows as a negative returncode; report it as a shell would (128+n).
-    status = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
-    return Result(_decode(proc.stdout), status)
+    """Run a program with argv[0] as given, stdout+stderr on one terminal, no stdin."""
+    master, slave = open_pty()
+    try:
+        try:
+            # A new session: the terminal is the tool's output, not its controlling tty.
+            proc = subprocess.Popen(
+                argv, executable=executable, cwd=cwd, stdin=subprocess.DEVNULL,
+                stdout=slave, stderr=slave, start_new_session=True,
+            )
+        finally:
+            os.close(slave)
+        output = _drain(master, proc, STEP_TIMEOUT)
+    finally:
+        os.close(master)
+    return Result(_decode(output), exit_status(proc.wait()))
 
 
 class Backend:

@@ -1,19 +1,23 @@
 """Interactive qemu-io / bdrv-io sessions that stay open across test steps.
 
-A session keeps an image open (and locked) while other steps run, as iotests do with
-`qemu-io` reading commands from a pipe. The process talks over plain pipes, not a
-terminal: qemu-io then prints its "qemu-io> " prompt and flushes stdout before reading
-each command, and does not echo input, so the prompt marks where a command's output ends.
+A session keeps an image open (and locked) while other steps run. Commands go in on a
+pipe: with stdin not a terminal, qemu-io neither echoes input nor edits lines, and it
+prints its "qemu-io> " prompt (flushed) before reading each command, so the prompt marks
+where a command's output ends. Output comes back on a pseudo-terminal, as for every
+other step (see backends.open_pty), so stdout and stderr lines stay in order.
 """
 
 from __future__ import annotations
 
-import signal
+import os
+import subprocess
 from collections.abc import Callable
 from types import TracebackType
 
 import pexpect
-from pexpect.popen_spawn import PopenSpawn
+from pexpect.fdpexpect import fdspawn
+
+from .backends import exit_status, open_pty
 
 PROMPT = "qemu-io> "
 SESSION_TIMEOUT = 60.0
@@ -37,8 +41,19 @@ class Session:
         self._log = log
         self._status_line = status_line
         self.exit_status: int | None = None
-        self._proc = PopenSpawn(
-            argv, cwd=cwd, timeout=timeout, encoding="utf-8", codec_errors="backslashreplace"
+        master, slave = open_pty()
+        try:
+            self._proc = subprocess.Popen(
+                argv, cwd=cwd, stdin=subprocess.PIPE, stdout=slave, stderr=slave,
+                start_new_session=True,
+            )
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self._out = fdspawn(
+            master, timeout=timeout, encoding="utf-8", codec_errors="backslashreplace"
         )
         # Whatever comes before the first prompt: warnings, or the open error if the
         # tool gave up (then it exits and there is no prompt).
@@ -50,19 +65,28 @@ class Session:
 
     def _read_until_prompt(self) -> str:
         try:
-            index = self._proc.expect_exact([PROMPT, pexpect.EOF])
+            index = self._out.expect_exact([PROMPT, pexpect.EOF])
         except pexpect.TIMEOUT as exc:
             self.kill()
-            raise SessionError(f"no prompt within {self._proc.timeout}s") from exc
-        output: str = self._proc.before
+            raise SessionError(f"no prompt within {self._out.timeout}s") from exc
+        output: str = self._out.before
         if index == 1:
             self._reap()
         return output
 
     def _reap(self) -> None:
-        status = self._proc.wait()
-        # PopenSpawn reports a signal as a negative status; show it as a shell would.
-        self.exit_status = status if status >= 0 else 128 - status
+        self.exit_status = exit_status(self._proc.wait())
+        self._out.close()
+        if self._proc.stdin:
+            self._proc.stdin.close()
+
+    def _send(self, line: str) -> None:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(line.encode() + b"\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # it exited; reading up to EOF below shows what it said
 
     def _log_output(self, output: str) -> None:
         if output:
@@ -75,7 +99,7 @@ class Session:
         if not self.alive:
             raise SessionError(f"session has exited (status {self.exit_status})")
         self._log(f"{PROMPT}{command}\n")
-        self._proc.sendline(command)
+        self._send(command)
         output = self._read_until_prompt()
         self._log_output(output)
         return output
@@ -84,7 +108,7 @@ class Session:
         """Quit the tool, log what it printed on the way out, return its exit status."""
         if self.alive:
             self._log(f"{PROMPT}quit\n")
-            self._proc.sendline("quit")
+            self._send("quit")
             output = self._read_until_prompt()
             if self.alive:  # answered with another prompt instead of exiting
                 self.kill()
@@ -96,10 +120,7 @@ class Session:
     def kill(self) -> None:
         """Stop the process without logging (cleanup after a failed test)."""
         if self.alive:
-            try:
-                self._proc.kill(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self._proc.kill()
             self._reap()
 
     def __enter__(self) -> Session:

@@ -110,11 +110,9 @@ class Iot:
                 self._log.append(NO_NEWLINE)
 
     def _log_command(self, argv: Sequence[str], by: str | None, note: str = "") -> None:
-        line = "$ " + shlex.join(argv)
-        if by:
-            line += f"  # by {by}"
-        if note:
-            line += f"  # {note}"
+        notes = [f"by {by}"] if by else []
+        notes += [note] if note else []
+        line = "$ " + shlex.join(argv) + (f"  # {', '.join(notes)}" if notes else "")
         self._append(line + "\n")
 
     def _log_result(self, result: Result) -> None:
