@@ -134,7 +134,17 @@ def _error(out: list[_Token | bytes], data: bytes, start: int, end: int) -> int:
     return i
 
 
+class _Frame:
+    """An object or array being parsed; `key` is set while its value is awaited."""
+
+    def __init__(self, container: dict[str, JSONValue] | list[JSONValue]) -> None:
+        self.container = container
+        self.key: str | None = None
+
+
 class _Parser:
+    """QEMU's recursive-descent parser, run with an explicit stack (nesting <= 1024)."""
+
     def __init__(self, tokens: list[_Token]) -> None:
         self.tokens = tokens
         self.pos = 0
@@ -150,64 +160,66 @@ class _Parser:
         return token
 
     def value(self) -> JSONValue:
-        token = self.peek()
-        if token.kind == "{":
-            return self.obj()
-        if token.kind == "[":
-            return self.array()
-        self.pos += 1
-        if token.kind == "string":
-            return _string(token.text)
-        if token.kind == "int":
-            number = int(token.text)
-            if -(1 << 63) <= number < (1 << 64):
-                return number
-            return float(token.text)
-        if token.kind == "float":
-            return float(token.text)
-        if token.kind == "keyword":
-            words: dict[bytes, JSONValue] = {b"true": True, b"false": False, b"null": None}
-            if token.text in words:
-                return words[token.text]
-            raise _Fail(f"invalid keyword '{_text(token.text)}'")
-        raise _Fail("expecting value")
-
-    def obj(self) -> dict[str, JSONValue]:
-        self.pop()
-        result: dict[str, JSONValue] = {}
-        if self.peek().kind == "}":
-            self.pop()
-            return result
+        stack: list[_Frame] = []
         while True:
-            self.peek()
-            key = self.value()
-            if not isinstance(key, str):
+            token = self.pop()
+            value: JSONValue
+            if token.kind in "{[" and self.peek().kind != ("}" if token.kind == "{" else "]"):
+                stack.append(_Frame({} if token.kind == "{" else []))
+                continue
+            if token.kind in "{[":
+                self.pop()
+                value = {} if token.kind == "{" else []
+            else:
+                value = _scalar(token)
+            while stack and self._deliver(stack[-1], value):
+                value = stack.pop().container
+            if not stack:
+                return value
+
+    def _deliver(self, frame: _Frame, value: JSONValue) -> bool:
+        """Hand a parsed value to its container; True when the container is complete."""
+        if isinstance(frame.container, list):
+            frame.container.append(value)
+            token = self.pop()
+            if token.kind == "]":
+                return True
+            if token.kind != ",":
+                raise _Fail("expected separator in list")
+            return False
+        if frame.key is None:
+            if not isinstance(value, str):
                 raise _Fail("key is not a string in object")
             if self.pop().kind != ":":
                 raise _Fail("missing : in object pair")
-            item = self.value()
-            if key in result:
-                raise _Fail("duplicate key")
-            result[key] = item
-            token = self.pop()
-            if token.kind == "}":
-                return result
-            if token.kind != ",":
-                raise _Fail("expected separator in dict")
+            frame.key = value
+            return False
+        if frame.key in frame.container:
+            raise _Fail("duplicate key")
+        frame.container[frame.key] = value
+        frame.key = None
+        token = self.pop()
+        if token.kind == "}":
+            return True
+        if token.kind != ",":
+            raise _Fail("expected separator in dict")
+        return False
 
-    def array(self) -> list[JSONValue]:
-        self.pop()
-        result: list[JSONValue] = []
-        if self.peek().kind == "]":
-            self.pop()
-            return result
-        while True:
-            result.append(self.value())
-            token = self.pop()
-            if token.kind == "]":
-                return result
-            if token.kind != ",":
-                raise _Fail("expected separator in list")
+
+def _scalar(token: _Token) -> JSONValue:
+    if token.kind == "string":
+        return _string(token.text)
+    if token.kind == "int":
+        number = int(token.text)
+        return number if -(1 << 63) <= number < (1 << 64) else float(token.text)
+    if token.kind == "float":
+        return float(token.text)
+    if token.kind == "keyword":
+        words: dict[bytes, JSONValue] = {b"true": True, b"false": False, b"null": None}
+        if token.text in words:
+            return words[token.text]
+        raise _Fail(f"invalid keyword '{_text(token.text)}'")
+    raise _Fail("expecting value")
 
 
 def _text(raw: bytes) -> str:
