@@ -141,6 +141,7 @@ class Iot:
         return self._backends[by]
 
     def _run_tool(self, tool: Tool, args: list[str], by: str | None) -> Result:
+        __tracebackhide__ = True  # a failing step should point at the test line
         backend = self._backend(by)
         self._log_command([QEMU_TOOL_NAMES[tool], *args], by)
         try:
