@@ -7,24 +7,49 @@ these messages verbatim.
 
 from __future__ import annotations
 
+import copy
 import errno as errno_mod
 import os
+from collections.abc import Sequence
 
 
 class BlockError(Exception):
-    """A block layer failure: an errno and QEMU's message text."""
+    """A block layer failure: an errno and QEMU's message text.
 
-    def __init__(self, message: str, errno: int = errno_mod.EINVAL) -> None:
+    Some QEMU errors span several lines: `extra` lines get the program prefix as a
+    second error_report() would; `hint` (error_append_hint) is printed verbatim after
+    them and normally ends in a newline. Tools print errors with `render()`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        errno: int = errno_mod.EINVAL,
+        *,
+        extra: Sequence[str] = (),
+        hint: str = "",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.errno = errno
+        self.extra = tuple(extra)
+        self.hint = hint
 
     def __str__(self) -> str:
         return self.message
 
     def prefixed(self, prefix: str) -> BlockError:
-        """Return the same error with `prefix` in front, like error_prepend()."""
-        return type(self)(prefix + self.message, self.errno)
+        """The same error with `prefix` in front of the first line (error_prepend)."""
+        clone = copy.copy(self)
+        clone.message = prefix + self.message
+        clone.args = (clone.message,)
+        return clone
+
+    def render(self, prog: str) -> str:
+        """The exact stderr text QEMU writes for this error, e.g. prog="qemu-img"."""
+        lines = [f"{prog}: {self.message}\n"]
+        lines += [f"{prog}: {line}\n" for line in self.extra]
+        return "".join(lines) + self.hint
 
 
 class PermissionConflict(BlockError):
@@ -36,9 +61,6 @@ class PermissionConflict(BlockError):
 
 class LockError(BlockError):
     """An image lock held by another process prevents the requested access."""
-
-    def __init__(self, message: str, errno: int = errno_mod.EAGAIN) -> None:
-        super().__init__(message, errno)
 
 
 def strerror(err: int) -> str:

@@ -100,8 +100,8 @@ class ImageLocks:
                 raise self._conflict(f'Failed to get shared "{name}" lock')
 
     def _conflict(self, message: str) -> LockError:
-        hint = f"\nIs another process using the image [{self.filename}]?"
-        return LockError(message + hint, errno.EAGAIN)
+        hint = f"Is another process using the image [{self.filename}]?\n"
+        return LockError(message, errno.EAGAIN, hint=hint)
 
     def release_all(self) -> None:
         self.apply(0, 0, release=True)

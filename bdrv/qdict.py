@@ -10,23 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-_BUCKETS = 512
-
-
-def _bucket(key: str) -> int:
-    value = (0x238F13AF * len(key.encode())) & 0xFFFFFFFF
-    for i, byte in enumerate(key.encode()):
-        value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
-    return ((1103515243 * value + 12345) & 0xFFFFFFFF) % _BUCKETS
-
 
 def ordered_keys(keys: list[str]) -> list[str]:
-    """Keys in the order QEMU iterates a QDict they were inserted into, in order.
+    """Keys in the order QEMU iterates a QDict they were inserted into, in order."""
+    from bdrv.options import qdict_order
 
-    Within one bucket, later insertions come first (entries are prepended).
-    """
-    position = {key: i for i, key in enumerate(keys)}
-    return sorted(keys, key=lambda k: (_bucket(k), -position[k]))
+    return qdict_order(keys)
 
 
 def to_json(value: Any) -> str:

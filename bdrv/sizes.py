@@ -19,7 +19,7 @@ import errno
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from bdrv.errors import BlockError
 
@@ -38,34 +38,7 @@ _DBL_MIN = 2.2250738585072014e-308
 
 
 class OptionError(BlockError):
-    """A BlockError that QEMU reports on more than one line.
-
-    `extra` holds further lines that get the program prefix, as a second error_report()
-    would; `hint` is printed verbatim after them (error_append_hint), usually ending
-    in a newline.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        errno: int = errno.EINVAL,
-        *,
-        extra: Sequence[str] = (),
-        hint: str = "",
-    ) -> None:
-        super().__init__(message, errno)
-        self.extra = tuple(extra)
-        self.hint = hint
-
-    def prefixed(self, prefix: str) -> OptionError:
-        """The same error with `prefix` in front of the first line."""
-        return OptionError(prefix + self.message, self.errno, extra=self.extra, hint=self.hint)
-
-    def render(self, prog: str) -> str:
-        """The exact text QEMU writes to stderr for this error, e.g. prog="qemu-img"."""
-        lines = [f"{prog}: {self.message}\n"]
-        lines += [f"{prog}: {line}\n" for line in self.extra]
-        return "".join(lines) + self.hint
+    """A BlockError about an option value (may carry `extra` lines and a `hint`)."""
 
 
 def default_warn(message: str) -> None:

@@ -79,8 +79,9 @@ def test_qemu_writer_of_qcow2_blocks_bdrv_writer(tmp_path: Path) -> None:
     with qemu_io_holding(path, "-f", "qcow2"):
         with pytest.raises(BlockError) as info:
             Backend.open(str(path), {"driver": "file"}, O_RDWR)
-        assert info.value.message == (
-            f'Failed to get "write" lock\nIs another process using the image [{path}]?'
+        assert info.value.render("qemu-img") == (
+            'qemu-img: Failed to get "write" lock\n'
+            f"Is another process using the image [{path}]?\n"
         )
         with pytest.raises(BlockError, match='Failed to get shared "write" lock'):
             Backend.open(str(path), {"driver": "file"}, O_NO_SHARE)

@@ -94,9 +94,9 @@ class FileDriver(Driver):
                        "drop-cache", "x-check-cache-dropped")
     create_options = (
         OptionDesc("size", "size", "Virtual disk size"),
+        OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
         OptionDesc("preallocation", "string",
                    "Preallocation mode (allowed values: off, falloc, full)"),
-        OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
         OptionDesc("extent_size_hint", "size",
                    "Extent size hint for the image file, 0 to disable"),
     )

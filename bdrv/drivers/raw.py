@@ -20,15 +20,11 @@ if TYPE_CHECKING:
     from bdrv.graph import Node
 
 SECTOR = 512
-_U64_ERROR = (
-    "Parameter '{}' expects a non-negative number below 2^64\n"
-    "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\n"
-    "and exabytes, respectively."
-)
+_U64_ERROR = "Parameter '{}' expects a non-negative number below 2^64"
 
 
 def _parse_u64(name: str, value: Any) -> int:
-    from bdrv.options import parse_size
+    from bdrv.sizes import parse_option_size
 
     if isinstance(value, bool):
         raise BlockError(f"Invalid parameter type for '{name}', expected: integer")
@@ -36,13 +32,7 @@ def _parse_u64(name: str, value: Any) -> int:
         if value < 0:
             raise BlockError(_U64_ERROR.format(name))
         return value
-    try:
-        number = parse_size(str(value))
-    except BlockError as exc:
-        raise BlockError(_U64_ERROR.format(name)) from exc
-    if number < 0:
-        raise BlockError(_U64_ERROR.format(name))
-    return number
+    return parse_option_size(name, str(value))
 
 
 @register
