@@ -299,7 +299,10 @@ def _open_common(
 
 
 def _reject_leftovers(drv_cls: type[Driver], options: dict[str, Any]) -> None:
-    for key in options:
+    from bdrv.options import qdict_order
+
+    # QEMU names the first leftover in its dictionary's order.
+    for key in qdict_order(list(options)):
         kind = "protocol" if drv_cls.protocol_name is not None else "format"
         raise BlockError(
             f"Block {kind} '{drv_cls.format_name}' does not support the option '{key}'"
