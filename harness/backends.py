@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import importlib.util
 import io
 import os
 import pty
@@ -219,6 +220,14 @@ def _exit_status(code: object, stream: io.TextIOWrapper) -> int:
     return 1
 
 
+def _bdrv_import_root() -> str:
+    """The directory that holds the bdrv package this process would import."""
+    spec = importlib.util.find_spec("bdrv")
+    if spec is None or not spec.submodule_search_locations:
+        return os.getcwd()
+    return os.path.dirname(list(spec.submodule_search_locations)[0])
+
+
 class BdrvBackend(Backend):
     """bdrv's tools: called in-process (fast), or as installed console scripts."""
 
@@ -268,9 +277,10 @@ class BdrvBackend(Backend):
             assert script is not None
             return [script, *args]
         # No installed script needed: run main() under this interpreter, argv[0] as
-        # the console script would see it.
+        # the console script would see it, importing bdrv from where this process does.
         code = (
-            "import sys; from importlib import import_module; "
+            f"import sys; sys.path.insert(0, {_bdrv_import_root()!r}); "
+            "from importlib import import_module; "
             f"sys.exit(import_module({BDRV_MODULES[tool]!r}).main("
             f"[{BDRV_TOOL_NAMES[tool]!r}] + sys.argv[1:]))"
         )
