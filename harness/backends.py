@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import importlib
 import importlib.util
 import io
@@ -41,6 +42,10 @@ class Result:
 
     output: str  # stdout and stderr interleaved, decoded
     status: int  # exit status, 0..255 as a shell would see it
+
+
+class LeakedFiles(Exception):
+    """An in-process tool returned without closing the files it opened."""
 
 
 class ToolMissing(Exception):
@@ -220,6 +225,32 @@ def _exit_status(code: object, stream: io.TextIOWrapper) -> int:
     return 1
 
 
+def _open_files() -> set[tuple[int, str]]:
+    """(fd, target) for each open descriptor; the pair, since numbers get reused."""
+    files = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            files.add((int(name), os.readlink(f"/proc/self/fd/{name}")))
+        except OSError:  # the descriptor listdir itself used is gone already
+            continue
+    return files
+
+
+def _check_no_leaked_files(before: set[tuple[int, str]], test_dir: str, tool: str) -> None:
+    """Fail a step whose in-process tool left scratch files open.
+
+    A separate process gets its files closed (and its image locks dropped) when it
+    exits; in-process, a forgotten file would keep its lock and break later steps, so
+    it is reported right where it happens.
+    """
+    gc.collect()  # files only reachable from garbage cycles get closed now
+    root = os.path.realpath(test_dir) + os.sep
+    leaked = [f"fd {fd} -> {target}" for fd, target in sorted(_open_files() - before)
+              if target.startswith(root)]
+    if leaked:
+        raise LeakedFiles(f"{tool} returned with files still open: {', '.join(leaked)}")
+
+
 def _bdrv_import_root() -> str:
     """The directory that holds the bdrv package this process would import."""
     spec = importlib.util.find_spec("bdrv")
@@ -259,6 +290,7 @@ class BdrvBackend(Backend):
             assert script is not None
             return run_subprocess(argv, script, cwd)
         main = self._entry(tool)
+        files_before = _open_files()
         with _captured_process_state(cwd) as stream:
             try:
                 code: object = main(argv)
@@ -268,6 +300,7 @@ class BdrvBackend(Backend):
         stream.flush()
         raw = stream.buffer
         assert isinstance(raw, io.BytesIO)
+        _check_no_leaked_files(files_before, cwd, BDRV_TOOL_NAMES[tool])
         return Result(_decode(raw.getvalue()), status)
 
     def spawn_argv(self, tool: Tool, args: list[str]) -> list[str]:

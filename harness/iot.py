@@ -44,7 +44,8 @@ def notrun(reason: str) -> None:
 
 
 class StepError(Exception):
-    """A tool crashed (raised instead of exiting) while running a step."""
+    """A step could not complete: the tool raised instead of exiting, or (in-process)
+    returned with scratch files still open."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class Iot:
             raise  # unreachable: notrun raises
         except Exception as exc:
             raise StepError(
-                f"{backend.name} backend crashed running {QEMU_TOOL_NAMES[tool]} "
+                f"{backend.name} backend failed running {QEMU_TOOL_NAMES[tool]} "
                 f"{shlex.join(args)}: {exc!r}"
             ) from exc
         self._log_result(result)

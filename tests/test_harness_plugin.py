@@ -198,3 +198,16 @@ def test_interactive_session_logs_commands_and_output(tmp_path):
         "qemu-io> write 0 1\nout: write 0 1\nerr: write 0 1\n"
         "qemu-io> quit\n[exit status 5]\n"
     )
+
+
+def test_in_process_bdrv_must_close_its_files(tmp_path, monkeypatch):
+    _fake_module(monkeypatch, """
+        kept = []
+        def main(argv):
+            kept.append(open(argv[1], "w"))
+            return 0
+    """)
+    b = backends.BdrvBackend()
+    with pytest.raises(backends.LeakedFiles, match="t.raw"):
+        b.run("img", [str(tmp_path / "t.raw")], str(tmp_path))
+    sys.modules["fake_bdrv_tool"].kept[0].close()
