@@ -50,30 +50,44 @@ def allocate_first_block(fd: int, size: int) -> None:
 
 
 def truncate_fd(fd: int, size: int, prealloc: str, filename: str = "") -> None:
-    """Resize a regular file with QEMU's preallocation modes and first-block rule."""
+    """Resize a regular file with QEMU's preallocation modes and first-block rule.
+
+    Checks and messages in file-posix's order: preallocation never shrinks, then the
+    mode decides; 'metadata' (or anything else) is not a mode files support.
+    """
     current = os.fstat(fd).st_size
-    try:
-        if prealloc == "off":
-            os.ftruncate(fd, size)
-            if current == 0 and size > 0:
-                allocate_first_block(fd, size)
-        elif prealloc == "falloc":
-            if size > current:
+    if prealloc != "off" and current > size:
+        raise BlockError("Cannot use preallocation for shrinking files", errno.ENOTSUP)
+    if prealloc == "falloc":
+        if size != current:
+            try:
                 os.posix_fallocate(fd, current, size - current)
-            else:
-                os.ftruncate(fd, size)
-        elif prealloc == "full":
-            if size > current:
-                os.ftruncate(fd, current)
-                _write_zeroes_by_writing(fd, current, size - current)
-            else:
-                os.ftruncate(fd, size)
-        else:
-            raise BlockError(f"Unsupported preallocation mode '{prealloc}'", errno.ENOTSUP)
-    except OSError as exc:
-        if prealloc == "falloc":
-            raise from_oserror(exc, "Could not preallocate new data") from exc
-        raise from_oserror(exc, "Could not resize file") from exc
+            except OSError as exc:
+                raise from_oserror(exc, "Could not preallocate new data") from exc
+            if current == 0:
+                allocate_first_block(fd, size)
+    elif prealloc == "full":
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not resize file") from exc
+        try:
+            _write_zeroes_by_writing(fd, current, size - current)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not write zeros for preallocation") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not flush file to disk") from exc
+    elif prealloc == "off":
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise from_oserror(exc, "Could not resize file") from exc
+        if current == 0 and size > 0:
+            allocate_first_block(fd, size)
+    else:
+        raise BlockError(f"Unsupported preallocation mode: {prealloc}", errno.ENOTSUP)
 
 
 def _write_zeroes_by_writing(fd: int, offset: int, length: int) -> None:
@@ -341,7 +355,8 @@ class FileDriver(Driver):
                            self.node)
 
     def get_info(self) -> dict[str, int]:
-        raise BlockError("Operation not supported", errno.ENOTSUP)
+        # file-posix answers with an all-zero BlockDriverInfo (qemu-io's `info` shows it).
+        return {"cluster_size": 0, "vm_state_offset": 0}
 
 
 def strip_file_prefix(filename: str) -> str:
