@@ -26,6 +26,7 @@ from bdrv.graph import O_NO_FLUSH, O_UNMAP, PERM_WRITE, PERM_WRITE_UNCHANGED, No
 from bdrv.request import REQ_FUA, REQ_MAY_UNMAP
 
 POOL = "pool"  # wait for one thread-pool round trip
+BH = "bh"  # completion deferred to the next loop iteration (a one-shot bottom half)
 WAIT = "wait"  # queued behind a running flush; woken by it
 Op = Generator[str, None, int]
 
@@ -62,6 +63,7 @@ class IoEngine:
         self.backend = backend
         self.writethrough = writethrough
         self._pool: list[Task] = []
+        self._bh: list[Task] = []
         self._wakeups: deque[Task] = deque()
         self._current: Task | None = None
         self.levels = self._flush_levels(backend.node)
@@ -89,6 +91,8 @@ class IoEngine:
         else:
             if event == POOL:
                 self._pool.append(task)
+            elif event == BH:
+                self._bh.append(task)
         finally:
             self._current = None
         # Coroutines woken by this one run once it has yielded or finished.
@@ -96,7 +100,9 @@ class IoEngine:
             self._step(self._wakeups.popleft())
 
     def _round(self) -> None:
-        batch, self._pool = self._pool[::-1], []
+        # Bottom halves were queued before any worker could finish; newest first.
+        batch = self._bh[::-1] + self._pool[::-1]
+        self._bh, self._pool = [], []
         for task in batch:
             self._step(task)
 
@@ -105,7 +111,7 @@ class IoEngine:
         task = Task(op)
         self._step(task)
         while not task.done:
-            if not self._pool:
+            if not self.busy:
                 raise RuntimeError("request waits for nothing")
             self._round()
         return task.ret
@@ -114,12 +120,12 @@ class IoEngine:
         self._step(Task(op, on_done))
 
     def drain(self) -> None:
-        while self._pool:
+        while self.busy:
             self._round()
 
     @property
     def busy(self) -> bool:
-        return bool(self._pool)
+        return bool(self._pool or self._bh)
 
     # -- requests ---------------------------------------------------------------
     def _wrote(self) -> None:
@@ -138,7 +144,7 @@ class IoEngine:
             sink.append(self.backend.pread(offset, count))
         except BlockError as exc:
             if defer_errors:
-                yield POOL
+                yield BH
             return _errno(exc)
         if count:
             yield POOL
@@ -149,7 +155,7 @@ class IoEngine:
             self.backend.pwrite(offset, data, flags & ~REQ_FUA)
         except BlockError as exc:
             if defer_errors:
-                yield POOL
+                yield BH
             return _errno(exc)
         if not data:
             return 0
@@ -162,7 +168,7 @@ class IoEngine:
             self.backend.pwrite_zeroes(offset, count, flags & ~REQ_FUA)
         except BlockError as exc:
             if defer_errors:
-                yield POOL
+                yield BH
             return _errno(exc)
         if not count:
             return 0
