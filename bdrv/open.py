@@ -279,19 +279,13 @@ def _open_common(
             role_of = getattr(driver, "file_role", None)
             role = role_of() if callable(role_of) else CHILD_IMAGE
             node.attach_child(file_node, "file", role)
+        # Drivers print open-time warnings (raw's probing WARNING) through this.
+        node.warn = warn  # type: ignore[attr-defined]
         driver.open(options, flags)
         _reject_leftovers(drv_cls, options)
     except BaseException:
         node.close()
         raise
-    if node.probed_raw and flags & O_RDWR:
-        shown = display_name if display_name is not None else node.filename
-        warn(
-            f"WARNING: Image format was not specified for '{shown}' and probing guessed raw.\n"
-            "         Automatically detecting the format is dangerous for raw images, "
-            "write operations on block 0 will be restricted.\n"
-            "         Specify the 'raw' format explicitly to remove the restrictions."
-        )
     if not auto_name:
         _named_nodes[name] = node
     refresh_filename(node)

@@ -159,8 +159,8 @@ class FileDriver(Driver):
     # -- open/close ---------------------------------------------------------------
     def open(self, options: dict[str, Any], flags: int) -> None:
         filename = options.pop("filename", None)
-        if filename is None:
-            raise BlockError("Parameter 'filename' is required")
+        if filename is None or filename == "":
+            raise BlockError("The 'file' block driver requires a file name")
         self.filename = strip_file_prefix(str(filename))
         locking = str(options.pop("locking", "auto"))
         if locking not in ("auto", "on", "off"):

@@ -13,13 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from bdrv.driver import Driver, find_driver, register
 from bdrv.errors import BlockError
-from bdrv.graph import CHILD_FILTERED
+from bdrv.graph import CHILD_FILTERED, O_RDWR
 from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
 
 if TYPE_CHECKING:
     from bdrv.graph import Node
 
 SECTOR = 512
+PROBED_RAW_WARNING = (
+    "WARNING: Image format was not specified for '{}' and probing guessed raw.\n"
+    "         Automatically detecting the format is dangerous for raw images, "
+    "write operations on block 0 will be restricted.\n"
+    "         Specify the 'raw' format explicitly to remove the restrictions."
+)
 _U64_ERROR = "Parameter '{}' expects a non-negative number below 2^64"
 
 
@@ -69,6 +75,11 @@ class RawDriver(Driver):
             self.size = _parse_u64("size", options.pop("size"))
         file = self.node.file
         assert file is not None
+        if self.node.probed_raw and flags & O_RDWR:
+            # QEMU warns here: after reading the options, before checking them.
+            warn = getattr(self.node, "warn", None)
+            if warn is not None:
+                warn(PROBED_RAW_WARNING.format(file.node.filename))
         file_length = file.node.getlength()
         if self.offset > file_length:
             raise BlockError(

@@ -13,7 +13,6 @@ from bdrv.backend import Backend
 from bdrv.errors import BlockError
 from bdrv.graph import O_COPY_ON_READ, O_NATIVE_AIO, O_NOCACHE, O_RDWR, O_SNAPSHOT
 from bdrv.options import parse_bool
-from bdrv.sizes import OptionError
 from bdrv.tools.io_engine import IoEngine
 from bdrv.tools.io_output import StdoutBuffer, write_stderr
 
@@ -54,10 +53,7 @@ class IoSession:
 
     def report_error(self, exc: BlockError, prefix: str = "") -> None:
         """error_reportf_err(): the error with `prefix`, extra lines and hint."""
-        if isinstance(exc, OptionError):
-            write_stderr(exc.prefixed(prefix).render(self.prog))
-        else:
-            write_stderr(f"{self.prog}: {prefix}{exc.message}\n")
+        write_stderr(exc.prefixed(prefix).render(self.prog))
 
     def warn_raw(self, text: str) -> None:
         """Warnings the block layer words in full (the raw-probing WARNING)."""
