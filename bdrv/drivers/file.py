@@ -20,7 +20,7 @@ from bdrv.driver import Driver, register
 from bdrv.errors import BlockError, from_oserror
 from bdrv.graph import O_NO_FLUSH, O_NOCACHE, O_RDWR, PERM_ALL
 from bdrv.locking import ImageLocks, ofd_locks_supported, unshared_bits
-from bdrv.options import OptionDesc
+from bdrv.options import OptionDesc, parse_enum
 from bdrv.request import BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO, REQ_MAY_UNMAP, BlockStatus
 
 FALLOC_FL_KEEP_SIZE = 0x01
@@ -29,6 +29,8 @@ FALLOC_FL_ZERO_RANGE = 0x10
 # Size of the zeroed first block written on creation (file-posix allocate_first_block).
 MAX_BLOCKSIZE = 4096
 SECTOR = 512
+# PreallocMode as QAPI knows it; files support all but 'metadata'.
+PREALLOC_MODES = ("off", "metadata", "falloc", "full")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
@@ -127,15 +129,16 @@ class FileDriver(Driver):
 
     @classmethod
     def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
-        size = int(options.get("size", 0))
-        prealloc = str(options.get("preallocation", "off"))
-        if prealloc not in ("off", "falloc", "full"):
-            raise BlockError(f"Invalid parameter '{prealloc}'")
+        # raw_co_create_opts: the size is rounded up to whole sectors, the mode checked.
+        size = -(-int(options.get("size", 0)) // SECTOR) * SECTOR
+        prealloc = parse_enum(str(options.get("preallocation", "off")), PREALLOC_MODES)
+        if int(options.get("extent_size_hint", 1 << 20)) > 0xFFFFFFFF:
+            raise BlockError("Extent size hint is too large")
         path = strip_file_prefix(filename)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise from_oserror(exc, "Could not create file") from exc
+            raise from_oserror(exc, f"Could not create '{path}'") from exc
         try:
             locks = ImageLocks(fd, path)
             # QEMU takes write+resize and unshares resize while creating.
@@ -149,10 +152,11 @@ class FileDriver(Driver):
             st = os.fstat(fd)
             if stat.S_ISREG(st.st_mode):
                 # Discard existing contents first, as QEMU's create does.
-                os.ftruncate(fd, 0)
+                truncate_fd(fd, 0, "off")
+                if size >= 1 << 63:
+                    # Rounded past INT64_MAX the size is negative to ftruncate: EINVAL.
+                    raise BlockError("Could not resize file: Invalid argument", errno.EINVAL)
                 truncate_fd(fd, size, prealloc)
-        except OSError as exc:
-            raise from_oserror(exc, "Could not create file") from exc
         finally:
             os.close(fd)
 

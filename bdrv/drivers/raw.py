@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from bdrv.driver import Driver, find_driver, register
 from bdrv.errors import BlockError
 from bdrv.graph import CHILD_FILTERED, O_RDWR
+from bdrv.options import OptionDesc
 from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ class RawDriver(Driver):
     @classmethod
     def probe(cls, header: bytes, filename: str) -> int:
         return 1  # anything can be raw; every real format outbids this
+
+    # raw's own creation options; the protocol driver (file) adds its own after these.
+    create_options = (OptionDesc("size", "size", "Virtual disk size"),)
 
     @classmethod
     def create_option_list(cls) -> tuple[Any, ...]:
