@@ -1,0 +1,94 @@
+"""bdrv-img: a qemu-img 7.2 compatible command line for bdrv.
+
+`main(argv)` scans the global options (-h, -V, -T) the way qemu-img does, then runs
+the subcommand; each subcommand lives in its own module. Errors never escape as
+tracebacks: every failure ends with qemu-img's message and exit status.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from bdrv.errors import BlockError
+from bdrv.tools.img_common import (
+    Command,
+    Img,
+    ImgExit,
+    long_opts,
+    print_help,
+    program_name,
+    version_text,
+)
+
+# Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
+_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "commit", "dd", "measure", "snapshot", "rebase")
+
+
+# Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
+_COMMANDS = {
+    "check": "img_check",
+    "compare": "img_compare",
+    "convert": "img_convert",
+    "create": "img_create",
+    "info": "img_info",
+    "map": "img_map",
+    "resize": "img_resize",
+}
+
+
+def _command(name: str) -> Command | None:
+    module = _COMMANDS.get(name)
+    if module is None:
+        return None
+    run: Command = importlib.import_module(f"bdrv.tools.{module}").run
+    return run
+
+
+def main(argv: list[str]) -> int:
+    """Run bdrv-img with `argv` (argv[0] is the program name); returns the exit status."""
+    img = Img(program_name(argv))
+    try:
+        return _main(img, list(argv))
+    except ImgExit as exc:
+        return exc.status
+    except BlockError as exc:
+        img.report(exc)
+        return 1
+    except OSError as exc:
+        img.error(exc.strerror or str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bdrv bug: say what happened, never dump a traceback
+        img.error(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        sys.stdout.flush()
+
+
+def _main(img: Img, argv: list[str]) -> int:
+    if len(argv) < 2:
+        raise img.exit_usage("Not enough arguments")
+    optspec = long_opts("help/h", "version/V", "trace:/T")
+    for key, _ in img.getopt(argv, "+hVT:", optspec):
+        if key == "h":
+            return print_help(img)
+        if key == "V":
+            img.out(version_text(img.prog))
+            return 0
+        # -T/--trace: QEMU's trace events do not exist in bdrv; the option is accepted.
+    rest = argv[img.optind :]
+    if not rest:
+        return 0
+    name = rest[0]
+    command = _command(name)
+    if command is None:
+        if name in _NOT_IMPLEMENTED:
+            raise img.fail(f"Command not implemented in bdrv-img yet: {name}")
+        raise img.exit_usage(f"Command not found: {name}")
+    return command(img, rest)
+
+
+def console_main() -> None:
+    sys.exit(main(sys.argv))
