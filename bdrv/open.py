@@ -142,7 +142,9 @@ def open_node(
     child_flags, child_inherit = _child_inherited(flags, options)
     file_filename = filename
     if isinstance(options.get("file"), str):
-        raise BlockError("References to existing nodes are not supported here", errno.ENOTSUP)
+        # A reference to an existing node by name; a fresh graph has none to offer.
+        ref = options["file"]
+        raise BlockError(f"Cannot find device='{ref}' nor node-name='{ref}'", errno.ENODEV)
     if file_filename is None and "filename" not in file_opts and "driver" not in file_opts:
         if drv_cls is None:
             raise BlockError("Must specify either driver or file")
