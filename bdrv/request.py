@@ -194,7 +194,7 @@ class RequestLayer:
         if size < 0:
             raise BlockError("Image size cannot be negative", errno.EINVAL)
         if size > MAX_LENGTH:
-            raise BlockError("Image size too large", errno.EFBIG)
+            raise BlockError(f"offset({size}) exceeds maximum({MAX_LENGTH})", errno.EIO)
         self._check_writable()
         self._drv().truncate(size, exact, prealloc)
 
