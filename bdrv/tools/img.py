@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from bdrv.errors import BlockError
+from bdrv.options import parse_opts
 from bdrv.tools.img_common import (
     Command,
     Img,
@@ -71,13 +72,14 @@ def _main(img: Img, argv: list[str]) -> int:
     if len(argv) < 2:
         raise img.exit_usage("Not enough arguments")
     optspec = long_opts("help/h", "version/V", "trace:/T")
-    for key, _ in img.getopt(argv, "+hVT:", optspec):
+    for key, arg in img.getopt(argv, "+hVT:", optspec):
         if key == "h":
             return print_help(img)
         if key == "V":
             img.out(version_text(img.prog))
             return 0
-        # -T/--trace: QEMU's trace events do not exist in bdrv; the option is accepted.
+        if key == "T" and _trace_option(img, str(arg)):
+            return 0
     rest = argv[img.optind :]
     if not rest:
         return 0
@@ -88,6 +90,24 @@ def _main(img: Img, argv: list[str]) -> int:
             raise img.fail(f"Command not implemented in bdrv-img yet: {name}")
         raise img.exit_usage(f"Command not found: {name}")
     return command(img, rest)
+
+
+def _trace_option(img: Img, text: str) -> bool:
+    """-T/--trace: bdrv has no trace events, so every named one is unknown to it.
+
+    Returns True for "help" (qemu-img lists its events and exits 0; bdrv has none).
+    """
+    for name, value in parse_opts(text, "enable"):
+        if name not in ("enable", "events", "file"):
+            raise img.fail(f"Invalid parameter '{name}'")
+        if name != "enable":
+            continue
+        if value in ("help", "?"):
+            return True
+        event = value[1:] if value.startswith("-") else value
+        if "*" not in event:
+            img.warn(f"trace event '{event}' does not exist")
+    return False
 
 
 def console_main() -> None:
