@@ -4,7 +4,7 @@ qemu-io switches the terminal to non-canonical mode without echo and edits the l
 itself: after every byte it redraws the line (cursor back over the old text, the new
 text, "erase to end of line", cursor to its place). Under pexpect those bytes are the
 output, so they are reproduced here exactly, together with QEMU's keys: arrows and
-Home/End/Delete sequences, ^A ^E ^N ^P ^W ^L, backspace, history (64 entries) and
+Home/End/Delete sequences, ^A ^E ^W ^L, backspace, history (64 entries) and
 completion of command names with Tab.
 """
 
@@ -115,10 +115,6 @@ class LineEditor:
             self._last = bytearray()
             self._last_index = 0
             return line
-        elif ch == 14:
-            self._down()
-        elif ch == 16:
-            self._up()
         elif ch == 23:
             self._backword()
         elif ch == 27:
