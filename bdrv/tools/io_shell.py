@@ -15,7 +15,9 @@ import termios
 from typing import Any
 
 import bdrv
+from bdrv.errors import BlockError
 from bdrv.graph import O_COPY_ON_READ, O_NATIVE_AIO, O_NOCACHE, O_RDWR, O_SNAPSHOT, O_UNMAP
+from bdrv.options import parse_opts
 from bdrv.tools.gnu_getopt import BAD_OPTION, GetOpt, LongOption
 from bdrv.tools.io_commands import command_table, run_command_line
 from bdrv.tools.io_open import parse_option_string
@@ -101,6 +103,7 @@ class _Settings:
         self.commands: list[str] = []
         self.objects: list[str] = []
         self.file: str | None = None
+        self.trace_file: str | None = None
 
 
 def main(argv: list[str]) -> int:
@@ -140,6 +143,7 @@ def _run(sess: IoSession, argv: list[str]) -> int:
     if settings.objects:
         sess.error_report("--object is not supported by bdrv-io")
         raise _Exit(1)
+    _create_trace_file(sess, settings.trace_file)
     flags = settings.flags | (0 if settings.read_only else O_RDWR)
     if settings.file is not None:
         _open_from_command_line(sess, settings, flags)
@@ -174,11 +178,9 @@ def _parse_command_line(sess: IoSession, argv: list[str]) -> _Settings:
                 raise _Exit(1)
             s.flags = flags
         elif opt == "T":
-            sess.error_report("tracing (-T/--trace) is not supported by bdrv-io")
-            raise _Exit(1)
+            _trace_option(sess, s, arg)
         elif opt in ("h", "V"):
-            sess.printf(_USAGE.format(sess.prog) if opt == "h"
-                        else f"{sess.prog} version {bdrv.__version__} (qemu-io 7.2 compatible)\n")
+            sess.printf(_USAGE.format(sess.prog) if opt == "h" else _version(sess.prog))
             raise _Exit(0)
         elif opt == BAD_OPTION:
             sess.printf(_USAGE.format(sess.prog))
@@ -190,6 +192,69 @@ def _parse_command_line(sess: IoSession, argv: list[str]) -> _Settings:
         raise _Exit(1)
     s.file = parser.operands[0] if parser.operands else None
     return s
+
+
+def _version(prog: str) -> str:
+    return (f"{prog} version {bdrv.__version__} (bdrv, qemu-io 7.2 compatible)\n"
+            "Copyright (c) 2026 the bdrv developers\n")
+
+
+def _trace_option(sess: IoSession, s: _Settings, text: str) -> None:
+    """-T: bdrv has no trace events, so each one named is unknown (and "help" lists none)."""
+    try:
+        pairs = parse_opts(text, "enable")
+    except BlockError as exc:
+        sess.report_error(exc)
+        raise _Exit(1) from None
+    for name, _ in pairs:
+        if name not in ("enable", "events", "file"):
+            sess.error_report(f"Invalid parameter '{name}'")
+            raise _Exit(1)
+    for name, value in pairs:
+        if name == "enable":
+            if value in ("help", "?"):
+                raise _Exit(0)
+            _enable_event(sess, value, "")
+        elif name == "events":
+            _enable_events_from(sess, value)
+        else:
+            s.trace_file = value
+
+
+def _enable_event(sess: IoSession, pattern: str, where: str) -> None:
+    event = pattern[1:] if pattern.startswith("-") else pattern
+    if "*" not in event:
+        sess.eprintf(f"{sess.prog}:{where} warning: trace event '{event}' does not exist\n"
+                     if where else f"{sess.prog}: warning: trace event '{event}' does not exist\n")
+
+
+def _enable_events_from(sess: IoSession, path: str) -> None:
+    """events=FILE: one pattern a line, '#' comments; read at once, as QEMU does."""
+    try:
+        with open(path, "rb") as src:
+            data = src.read()
+        lines = [part + b"\n" for part in data.split(b"\n")[:-1]]
+        if not data.endswith(b"\n") and data:
+            lines.append(data.rsplit(b"\n", 1)[-1])
+    except OSError as exc:
+        sess.eprintf(f"{sess.prog}:{path}: {os.strerror(exc.errno or 5)}\n")
+        raise _Exit(1) from None
+    for number, raw in enumerate(lines, start=1):
+        # QEMU cuts the last character as the newline, even on a last line without one.
+        line = raw[:-1].decode("utf-8", "surrogateescape")
+        if len(raw) > 1 and not line.startswith("#"):
+            _enable_event(sess, line, f"{path}:{number}:")
+
+
+def _create_trace_file(sess: IoSession, path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        with open(path, "w"):
+            pass
+    except OSError as exc:
+        sess.error_report(f"Error opening logfile {path}: {os.strerror(exc.errno or 5)}")
+        raise _Exit(1) from None
 
 
 def _simple_option(s: _Settings, opt: str, arg: str) -> None:
