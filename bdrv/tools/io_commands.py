@@ -99,7 +99,15 @@ def _run(sess: IoSession, cmd: Command, argv: list[str]) -> int:
             except BlockError as exc:
                 sess.report_error(exc)
                 return -(exc.errno or errno.EPERM)
-    return cmd.func(sess, argv)
+    try:
+        return cmd.func(sess, argv)
+    except BlockError as exc:  # not expected: commands report their own errors
+        sess.report_error(exc)
+        return -(exc.errno or errno.EIO)
+    except (ArithmeticError, LookupError, TypeError, ValueError, OSError) as exc:
+        # A bdrv bug; the command fails and the session goes on.
+        sess.error_report(f"internal error in {cmd.name}: {type(exc).__name__}: {exc}")
+        return -errno.EIO
 
 
 def usage(sess: IoSession, cmd: Command) -> int:
@@ -321,7 +329,8 @@ def sleep_f(sess: IoSession, argv: list[str]) -> int:
         return EINVAL
     if sess.engine is not None:
         sess.engine.drain()
-    time.sleep(ms / 1000.0)
+    # Absurd values would sleep for ages in qemu-io too; Python just needs them bounded.
+    time.sleep(min(ms / 1000.0, 1e9))
     return 0
 
 

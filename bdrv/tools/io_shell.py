@@ -114,8 +114,18 @@ def main(argv: list[str]) -> int:
         status = _run(sess, argv)
     except _Exit as stop:
         status = stop.status
+    except KeyboardInterrupt:
+        status = 130
+    except Exception as exc:  # a bdrv bug: say what happened, never dump a traceback
+        sess.out.flush()
+        sess.error_report(f"internal error: {type(exc).__name__}: {exc}")
+        status = 1
     finally:
-        _shutdown(sess)
+        try:
+            _shutdown(sess)
+        except Exception as exc:  # same as above, while closing the image
+            sess.error_report(f"internal error: {type(exc).__name__}: {exc}")
+            status = 1
     return status
 
 
