@@ -176,6 +176,7 @@ def register(cls: type[Driver]) -> type[Driver]:
 def _load_builtin() -> None:
     # Importing the modules registers the drivers.
     from bdrv.drivers import file, raw  # noqa: F401
+    from bdrv.drivers.vpc import driver as vpc_driver  # noqa: F401
 
 
 def find_driver(name: str) -> type[Driver] | None:

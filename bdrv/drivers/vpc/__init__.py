@@ -1,0 +1,1 @@
+"""VHD (Microsoft Virtual Hard Disk, QEMU's `vpc`): fixed, dynamic and differencing."""
