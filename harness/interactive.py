@@ -37,7 +37,10 @@ class Session:
         log: Callable[[str], None],
         status_line: Callable[[int], str],
         timeout: float = SESSION_TIMEOUT,
+        prompt: str = PROMPT,
     ) -> None:
+        # The tool prompts with its own name ("bdrv-io> "); the log always says qemu-io.
+        self._prompt = prompt
         self._log = log
         self._status_line = status_line
         self.exit_status: int | None = None
@@ -65,7 +68,7 @@ class Session:
 
     def _read_until_prompt(self) -> str:
         try:
-            index = self._out.expect_exact([PROMPT, pexpect.EOF])
+            index = self._out.expect_exact([self._prompt, pexpect.EOF])
         except pexpect.TIMEOUT as exc:
             self.kill()
             raise SessionError(f"no prompt within {self._out.timeout}s") from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .backends import QEMU_TOOL_NAMES, Backend, Result, Tool, ToolMissing
+from .backends import BDRV_TOOL_NAMES, QEMU_TOOL_NAMES, Backend, Result, Tool, ToolMissing
 from .filters import OutputFilter
 from .interactive import Session
 
@@ -248,7 +248,9 @@ class Iot:
         except ToolMissing as exc:
             notrun(f"{backend.name} backend: {exc}")
             raise
-        session = Session(argv, str(self.test_dir), self._log_output, status_line)
+        names = BDRV_TOOL_NAMES if backend.name == "bdrv" else QEMU_TOOL_NAMES
+        session = Session(argv, str(self.test_dir), self._log_output, status_line,
+                          prompt=f"{names['io']}> ")
         self._sessions.append(session)
         return session
 
