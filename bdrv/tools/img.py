@@ -8,6 +8,7 @@ tracebacks: every failure ends with qemu-img's message and exit status.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from bdrv.errors import BlockError
@@ -21,6 +22,7 @@ from bdrv.tools.img_common import (
     program_name,
     version_text,
 )
+from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
 _NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "commit", "dd", "measure", "snapshot", "rebase")
@@ -65,7 +67,7 @@ def main(argv: list[str]) -> int:
         img.error(f"internal error: {type(exc).__name__}: {exc}")
         return 1
     finally:
-        sys.stdout.flush()
+        write_stdout("", flush=True)
 
 
 def _main(img: Img, argv: list[str]) -> int:
@@ -111,4 +113,10 @@ def _trace_option(img: Img, text: str) -> bool:
 
 
 def console_main() -> None:
-    sys.exit(main(sys.argv))
+    status = main(sys.argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nobody reads our output any more; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(status)

@@ -22,6 +22,7 @@ from bdrv.graph import O_CACHE_MASK, O_NO_FLUSH, O_NOCACHE, O_RDWR
 from bdrv.options import parse_opts
 from bdrv.tools import img_help
 from bdrv.tools.glibc_getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
+from bdrv.tools.output import write_stdout
 
 HUMAN, JSON = "human", "json"
 
@@ -44,28 +45,28 @@ class Img:
 
     # -- output ---------------------------------------------------------------------
     def out(self, text: str) -> None:
-        sys.stdout.write(text)
+        write_stdout(text)
 
     def qprint(self, quiet: bool, text: str) -> None:
         if not quiet:
-            sys.stdout.write(text)
+            self.out(text)
 
     def error(self, message: str) -> None:
-        sys.stdout.flush()
+        write_stdout("", flush=True)
         sys.stderr.write(f"{self.prog}: {message}\n")
 
     def report(self, exc: BlockError, prefix: str = "") -> None:
         """error_report_err(): the message (with a prefix) and QEMU's extra lines."""
-        sys.stdout.flush()
+        write_stdout("", flush=True)
         sys.stderr.write((exc.prefixed(prefix) if prefix else exc).render(self.prog))
 
     def warn(self, message: str) -> None:
-        sys.stdout.flush()
+        write_stdout("", flush=True)
         sys.stderr.write(f"{self.prog}: warning: {message}\n")
 
     def raw_warning(self, text: str) -> None:
         """Text printed as is (the probing WARNING block has no program prefix)."""
-        sys.stdout.flush()
+        write_stdout("", flush=True)
         sys.stderr.write(text + "\n")
 
     def fail(self, message: str, status: int = 1) -> ImgExit:

@@ -4,7 +4,8 @@
 - `json_pretty`: qobject_to_json_pretty(): four-space indents, keys in QDict order;
 - `dump_human`: the "Format specific information:" dump of nested values
   (block/qapi.c's dump_qobject), keys in QDict order, dashes shown as spaces;
-- `hex_column`: printf's "%#-16" PRIx64 (plain "0" for zero).
+- `hex_column`: printf's "%#-16" PRIx64 (plain "0" for zero);
+- `write_stdout`: stdout writes that survive a closed pipe.
 
 Dictionaries passed in must list keys in the order QEMU inserts them (for QAPI
 structs: schema order); the QDict order is derived from that.
@@ -13,11 +14,23 @@ structs: schema order); the QDict order is derived from that.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from bdrv.qdict import ordered_keys, to_json
 
 _SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+
+
+def write_stdout(text: str, *, flush: bool = False) -> None:
+    """Write to the current sys.stdout; a reader that went away is ignored, as QEMU's
+    tools ignore SIGPIPE and carry on."""
+    try:
+        sys.stdout.write(text)
+        if flush:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        pass
 
 
 def size_to_str(value: int) -> str:

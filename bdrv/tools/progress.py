@@ -7,9 +7,9 @@ arithmetic here is done in numpy.float32 to print exactly the same lines.
 
 from __future__ import annotations
 
-import sys
-
 from numpy import float32
+
+from bdrv.tools.output import write_stdout
 
 
 class Progress:
@@ -37,9 +37,8 @@ class Progress:
         ):
             self.last_print = self.current
             if self.enabled:
-                sys.stdout.write(f"    ({float(self.current):3.2f}/100%)\r")
-                sys.stdout.flush()
+                write_stdout(f"    ({float(self.current):3.2f}/100%)\r", flush=True)
 
     def end(self) -> None:
         if self.enabled:
-            sys.stdout.write("\n")
+            write_stdout("\n")
