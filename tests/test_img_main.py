@@ -51,7 +51,8 @@ def test_help(tmp_path: Path, args: list[str]) -> None:
     lines = run.stdout.splitlines()
     assert lines[0].startswith("qemu-img version ")
     assert lines[2] == "usage: qemu-img [standard options] command [command options]"
-    assert "Supported formats: file raw" in lines
+    formats = next(line for line in lines if line.startswith("Supported formats:")).split()
+    assert {"file", "raw"} <= set(formats[2:])
 
 
 @pytest.mark.parametrize("args", [["-V"], ["--version"], ["--ver"], ["-Vh"]])

@@ -16,7 +16,7 @@ from typing import Any
 
 from bdrv import __version__
 from bdrv.backend import Backend
-from bdrv.driver import format_names
+from bdrv.driver import all_drivers
 from bdrv.errors import BlockError
 from bdrv.graph import O_CACHE_MASK, O_NO_FLUSH, O_NOCACHE, O_RDWR
 from bdrv.options import parse_opts
@@ -111,7 +111,8 @@ def version_text(prog: str) -> str:
 def print_help(img: Img) -> int:
     """qemu-img's help text with bdrv's name, version and formats; returns exit status 0."""
     out = version_text(img.prog) + img_help.USAGE.replace("{prog}", img.prog)
-    out += "Supported formats:" + "".join(f" {name}" for name in format_names()) + "\n"
+    names = sorted({drv.format_name for drv in all_drivers()})
+    out += "Supported formats:" + "".join(f" {name}" for name in names) + "\n"
     img.out(out + img_help.BOTTOM)
     return 0
 
