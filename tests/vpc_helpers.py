@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bdrv.backend import Backend
-from bdrv.graph import CHILD_COW, O_RDWR, Node
+from bdrv.graph import CHILD_COW, O_NO_BACKING, O_RDWR, Node
 from bdrv.open import open_node
 
 QEMU_IMG = shutil.which(os.environ.get("QEMU_IMG_PROG", "qemu-img"))
@@ -75,7 +75,7 @@ def open_chain(path: Path | str, flags: int = 0, options: dict[str, Any] | None 
     """
     opts = {"driver": "vpc", **(options or {})}
     blk = Backend.open(str(path), opts, flags)
-    node: Node | None = blk.node
+    node: Node | None = None if flags & O_NO_BACKING else blk.node
     while node is not None and node.backing is None:
         full = getattr(node.driver, "full_backing_file", None)
         if not full:

@@ -3,7 +3,8 @@
 Fixed and dynamic images are byte-identical to 7.2's except for the footer's time
 stamp and UUID (and so its checksum). A differencing image (`-b parent`) follows
 the layout Windows uses: W2ku (absolute) and W2ru (relative) locators around a
-4 KiB-aligned BAT, and the first block's data 4 KiB-aligned.
+4 KiB-aligned BAT, and the first block's data 4 KiB-aligned. The W2ku path keeps the
+host's separators so that tools on the same host can follow it.
 """
 
 from __future__ import annotations
@@ -199,7 +200,9 @@ def _create_differencing(filename: str, size: int, backing: str, backing_fmt: An
         raise BlockError("Disk size is too large, max size is 2040 GiB", errno.EFBIG)
     if geometry is None or geometry[0] * geometry[1] * geometry[2] * SECTOR > size:
         geometry = calculate_geometry(size // SECTOR)
-    absolute = encode_w2u(parent)
+    # The absolute path stays as the host spells it: Windows accepts '/' too, and POSIX
+    # readers (fattools, libvhdi) can then open it; the relative one is Windows' '.\\x'.
+    absolute = parent.encode("utf-16-le")
     relative = encode_w2u(windows_relative_path(parent, child_dir))
     entries = -(-size // BLOCK_SIZE)
     # Windows' layout: W2ku at 4 KiB, the BAT 4 KiB-aligned after it, then W2ru.
