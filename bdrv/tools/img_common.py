@@ -18,7 +18,7 @@ from bdrv import __version__
 from bdrv.backend import Backend
 from bdrv.driver import all_drivers
 from bdrv.errors import BlockError
-from bdrv.graph import O_CACHE_MASK, O_NO_FLUSH, O_NOCACHE, O_RDWR
+from bdrv.graph import O_CACHE_MASK, O_NO_FLUSH, O_NOCACHE
 from bdrv.options import parse_opts
 from bdrv.tools import img_help
 from bdrv.tools.glibc_getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
@@ -200,10 +200,6 @@ def _open(img: Img, filename: str | None, opts: dict[str, Any], flags: int,
 
 def program_name(argv: list[str]) -> str:
     return os.path.basename(argv[0]) if argv and argv[0] else "bdrv-img"
-
-
-def writable(flags: int) -> bool:
-    return bool(flags & O_RDWR)
 
 
 Command = Callable[[Img, list[str]], int]

@@ -28,10 +28,10 @@ def find_protocol_driver(filename: str | None) -> type[Driver]:
     name = "file"
     if filename is not None and path_has_protocol(filename):
         name = protocol_prefix(filename)
-    for candidate in (find_driver(name),):
-        if candidate is not None and candidate.protocol_name == name:
-            return candidate
-    raise BlockError(f"Unknown protocol '{name}'")
+    drv = find_driver(name)
+    if drv is None or drv.protocol_name != name:
+        raise BlockError(f"Unknown protocol '{name}'")
+    return drv
 
 
 def find_format_driver(fmt: str) -> type[Driver]:
