@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from bdrv.errors import BlockError
 from bdrv.graph import (
     CHILD_COW,
+    CHILD_DATA,
     CHILD_FILTERED,
     CHILD_METADATA,
     DEFAULT_PERM_UNCHANGED,
@@ -95,17 +96,23 @@ class Driver:
 
     def _storage_perm(self, role: int, perm: int, shared: int) -> tuple[int, int]:
         """Perms for a child holding our data/metadata (bdrv_default_perms_for_storage)."""
+        # Start from what a filter would pass through (everything, in 7.2).
+        cperm, cshared = perm & ~DEFAULT_PERM_UNCHANGED, shared | DEFAULT_PERM_UNCHANGED
         if role & CHILD_METADATA:
-            cperm = perm | PERM_CONSISTENT_READ
+            cperm |= PERM_CONSISTENT_READ
             if self.node.open_flags & O_RDWR:
                 cperm |= PERM_WRITE | PERM_RESIZE
             else:
                 cperm &= ~(PERM_WRITE | PERM_RESIZE)
-            cshared = shared & ~(PERM_WRITE | PERM_RESIZE)
+            cshared &= ~(PERM_WRITE | PERM_RESIZE)
             cshared |= PERM_WRITE_UNCHANGED
-        else:
-            cperm = perm & ~DEFAULT_PERM_UNCHANGED
-            cshared = shared | DEFAULT_PERM_UNCHANGED
+        if role & CHILD_DATA:
+            # The format may rely on the data file's size, and writes may extend it.
+            cshared &= ~PERM_RESIZE
+            if cperm & PERM_WRITE_UNCHANGED:
+                cperm |= PERM_WRITE
+            if cperm & PERM_WRITE:
+                cperm |= PERM_RESIZE
         if self.node.open_flags & O_INACTIVE:
             cshared |= PERM_WRITE | PERM_RESIZE
         return cperm, cshared & PERM_ALL

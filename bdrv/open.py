@@ -279,7 +279,7 @@ def _open_common(
     try:
         if file_node is not None:
             role_of = getattr(driver, "file_role", None)
-            role = role_of() if callable(role_of) else CHILD_IMAGE
+            role = role_of(options) if callable(role_of) else CHILD_IMAGE
             node.attach_child(file_node, "file", role)
         # Drivers print open-time warnings (raw's probing WARNING) through this.
         node.warn = warn  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from bdrv.driver import Driver, find_driver, register
 from bdrv.errors import BlockError
-from bdrv.graph import CHILD_FILTERED, O_RDWR
+from bdrv.graph import CHILD_DATA, CHILD_FILTERED, CHILD_PRIMARY, O_RDWR
 from bdrv.options import OptionDesc
 from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
 
@@ -107,9 +107,16 @@ class RawDriver(Driver):
     def has_window(self) -> bool:
         return self.offset != 0 or self.size is not None
 
-    def file_role(self) -> int:
-        """The role of our file child: a pure filter unless we expose a window."""
-        return CHILD_FILTERED
+    def file_role(self, options: dict[str, Any]) -> int:
+        """The role of our file child: a pure filter unless we expose a window.
+
+        A window (offset or size) makes the file plain data, whose size others must
+        then not change; decided from the options, before the child is attached.
+        """
+        offset = options.get("offset", 0)
+        if "size" in options or offset not in (0, "0"):
+            return CHILD_DATA | CHILD_PRIMARY
+        return CHILD_FILTERED | CHILD_PRIMARY
 
     # -- I/O --------------------------------------------------------------------------
     def _file(self) -> Node:
