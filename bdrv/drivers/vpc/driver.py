@@ -98,6 +98,7 @@ class VpcDriver(Driver):
         self.block_size = 0
         self.bitmap_size = 0
         self.bat = np.zeros(0, dtype=np.uint32)
+        self.bat_entries = 0
         self.bat_offset = 0
         self.free_data_block_offset = 0
         self.last_bitmap_offset = -1
@@ -213,11 +214,15 @@ class VpcDriver(Driver):
         except BlockError as exc:
             raise BlockError("Error reading pagetable", exc.errno) from exc
         self.bat = parse_bat(raw_bat, entries)
+        self.bat_entries = entries
         table_end = -(-(self.bat_offset + table_bytes) // SECTOR) * SECTOR
         free = table_end
         used = self.bat[self.bat != BAT_UNUSED]
         if used.size:
             free = max(free, int(used.max()) * SECTOR + self.bitmap_size + bs)
+        if self.bat.size < entries:
+            # Entries past EOF read as 0: a block at offset 0, as far as 7.2 is concerned.
+            free = max(free, self.bitmap_size + bs)
         if free > file_size:
             raise BlockError("block-vpc: free_data_block_offset points after the end of file. "
                              "The image has been truncated.")
@@ -319,10 +324,13 @@ class VpcDriver(Driver):
         return check_image(self, fix)
 
     # -- block mapping ---------------------------------------------------------------
+    def _bat_entry(self, index: int) -> int:
+        return int(self.bat[index]) if index < self.bat.size else 0
+
     def _block_data(self, index: int) -> int:
         """File offset of block `index`'s data, or -1 when the block is not allocated."""
         if index >= self.bat.size:
-            return -1
+            return -1 if index >= self.bat_entries else self.bitmap_size
         entry = int(self.bat[index])
         if entry == BAT_UNUSED:
             return -1
@@ -335,7 +343,7 @@ class VpcDriver(Driver):
             self._bitmaps.move_to_end(index)
             return bits
         per_block = self.block_size // SECTOR
-        raw = self._file().pread(int(self.bat[index]) * SECTOR, self.bitmap_size)
+        raw = self._file().pread(self._bat_entry(index) * SECTOR, self.bitmap_size)
         bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:per_block].astype(bool)
         self._bitmaps[index] = bits
         if len(self._bitmaps) > BITMAP_CACHE_SIZE:
@@ -444,7 +452,7 @@ class VpcDriver(Driver):
         bits[first:stop] = True
         lo, hi = first // 8, -(-stop // 8)
         packed = np.packbits(bits[lo * 8:hi * 8])
-        self._file().pwrite(int(self.bat[index]) * SECTOR + lo, packed.tobytes(), 0)
+        self._file().pwrite(self._bat_entry(index) * SECTOR + lo, packed.tobytes(), 0)
 
     # -- block status ----------------------------------------------------------------
     def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus:

@@ -190,11 +190,13 @@ def encode_w2u(path: str) -> bytes:
 
 
 def parse_bat(raw: bytes, entries: int) -> np.ndarray:
-    """BAT entries as native uint32; entries beyond `raw` (past EOF) read as 0."""
+    """The BAT entries stored in `raw`, as native uint32.
+
+    Entries past the end of the file are not materialised (a hostile header may claim
+    2^29 of them); callers treat them as 0, which is what 7.2 reads there.
+    """
     have = min(entries, len(raw) // 4)
-    bat = np.zeros(entries, dtype=np.uint32)
-    bat[:have] = np.frombuffer(raw, dtype=">u4", count=have)
-    return bat
+    return np.frombuffer(raw, dtype=">u4", count=have).astype(np.uint32)
 
 
 def pack_bat_entry(value: int) -> bytes:
