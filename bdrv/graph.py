@@ -168,7 +168,7 @@ class Node(Parent, RequestLayer):
 
     def attach_child(self, child_node: Node, name: str, role: int) -> Child:
         """Add an edge to `child_node` with the permissions our driver asks for."""
-        perm, shared = self.driver.child_perm(name, role, self.perm, self.shared)
+        perm, shared = _child_perm(self, child_node, name, role, self.perm, self.shared)
         child = Child(name, role, self, child_node, perm, shared)
         attach_child(child)
         self.children.append(child)
@@ -230,8 +230,20 @@ def _check_edges(node: Node, edges: list[Child]) -> None:
                 )
 
 
+def _child_perm(parent: Node, child: Node, name: str, role: int, perm: int,
+                shared: int) -> tuple[int, int]:
+    """The driver's wish for a child edge; a force-share child shares everything."""
+    cperm, cshared = parent.driver.child_perm(name, role, perm, shared)
+    if getattr(child, "force_share", False):
+        # bdrv_child_perm(): -U on the image makes its file node share all, so
+        # another process's write lock does not stop a reader.
+        cshared = PERM_ALL
+    return cperm, cshared
+
+
 def _new_child_perms(node: Node, perm: int, shared: int) -> list[tuple[Child, int, int]]:
-    return [(c, *node.driver.child_perm(c.name, c.role, perm, shared)) for c in node.children]
+    return [(c, *_child_perm(node, c.node, c.name, c.role, perm, shared))
+            for c in node.children]
 
 
 def _update_subtree(node: Node, edges: list[Child], checked: list[Node]) -> None:
