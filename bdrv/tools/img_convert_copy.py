@@ -217,7 +217,14 @@ class Converter:
 
 
 def has_zero_init(node: Node) -> bool:
-    """bdrv_has_zero_init(): does a freshly created image of this node read as zeros?"""
+    """bdrv_has_zero_init(): does a freshly created image of this node read as zeros?
+
+    Format drivers answer through a `has_zero_init()` method (qcow2: unless
+    preallocated; vpc: dynamic images); without one, raw asks its file and others
+    say no, as QEMU's safe default does.
+    """
+    if node.backing is not None:
+        return False  # a copy-on-write image shows its backing file, not zeros
     hook = getattr(node.driver, "has_zero_init", None)
     if callable(hook):
         return bool(hook())
