@@ -1,0 +1,503 @@
+"""The qcow2 format driver: open, read, write, zero, discard, block status, resize.
+
+Metadata lives in header.py (header), mapping.py (L1/L2), refcount.py (refcounts),
+alloc.py (allocation and linking), compress.py and create.py; this module wires them
+to the Driver interface and keeps the per-image state QEMU keeps in BDRVQcow2State.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bdrv.driver import Driver, register
+from bdrv.errors import BlockError
+from bdrv.graph import O_CHECK, O_INACTIVE, O_NO_IO, O_RDWR, O_UNMAP, Node
+from bdrv.request import (
+    BLOCK_COMPRESSED,
+    BLOCK_DATA,
+    BLOCK_OFFSET_VALID,
+    BLOCK_RECURSE,
+    BLOCK_ZERO,
+    REQ_MAY_UNMAP,
+    REQ_NO_FALLBACK,
+    REQ_WRITE_COMPRESSED,
+    BlockStatus,
+)
+
+from . import alloc
+from .compress import decompress, parse_entry
+from .header import (
+    AUTOCLEAR_DATA_FILE_RAW,
+    AUTOCLEAR_MASK,
+    COMPAT_LAZY_REFCOUNTS,
+    COMPRESSION_NAMES,
+    INCOMPAT_CORRUPT,
+    INCOMPAT_DATA_FILE,
+    INCOMPAT_DIRTY,
+    INCOMPAT_EXTL2,
+    MAGIC,
+    read_backing_name,
+    read_extensions,
+    read_header,
+    serialize,
+)
+from .mapping import (
+    L1E_OFFSET_MASK,
+    SC_COMPRESSED,
+    SC_NORMAL,
+    SC_UNALLOC_ALLOC,
+    SC_UNALLOC_PLAIN,
+    SC_ZERO_ALLOC,
+    SC_ZERO_PLAIN,
+    Mapping,
+)
+from .options import CREATE_OPTIONS, RUNTIME_OPTIONS, parse_runtime_options
+from .refcount import DISCARD_OTHER, DISCARD_REQUEST, REFT_OFFSET_MASK, Refcounts
+
+OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount table",
+            "refcount block", "snapshot table", "inactive L1 table", "inactive L2 table",
+            "bitmap directory")
+ENOMEDIUM = 123
+
+
+@register
+class Qcow2Driver(Driver):
+    format_name = "qcow2"
+    supports_backing = True
+    create_supports_backing = True
+    runtime_options = RUNTIME_OPTIONS
+    create_options = CREATE_OPTIONS
+
+    def __init__(self, node: Any) -> None:
+        super().__init__(node)
+        self.backing_file: str | None = None
+        self.backing_format: str | None = None
+        self.dead = False
+        self.signaled = False
+        self.pending_compressed: tuple[int, np.ndarray, int] | None = None
+        self._last_compressed: tuple[int, bytes] | None = None
+        self.prealloc_detected: bool | None = None
+
+    # -- class hooks -------------------------------------------------------------------
+    @classmethod
+    def probe(cls, header: bytes, filename: str) -> int:
+        if len(header) >= 8 and int.from_bytes(header[:4], "big") == MAGIC \
+                and int.from_bytes(header[4:8], "big") >= 2:
+            return 100
+        return 0
+
+    @classmethod
+    def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
+        from .create import create_image
+
+        create_image(filename, options, log)
+
+    # -- open / close ---------------------------------------------------------------
+    @property
+    def file(self) -> Node:
+        child = self.node.file
+        assert child is not None
+        return child.node
+
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            return self.file.pread(offset, length)
+        except BlockError as exc:
+            raise exc.prefixed("Could not read qcow2 header: ") from None
+
+    def open(self, options: dict[str, Any], flags: int) -> None:
+        rdwr = bool(flags & O_RDWR)
+        hdr = read_header(self._read, bool(flags & O_CHECK), rdwr)
+        self.hdr = hdr
+        self.version = hdr.version
+        self.cluster_bits = hdr.cluster_bits
+        self.cluster_size = hdr.cluster_size
+        self.extended = bool(hdr.incompatible_features & INCOMPAT_EXTL2)
+        self.ctype = hdr.compression_type
+        l2_bits = self.cluster_bits - (4 if self.extended else 3)
+        l1_vm_state_index = -(-hdr.size // (1 << (self.cluster_bits + l2_bits)))
+        if l1_vm_state_index > 0x7FFFFFFF:
+            raise BlockError("Image is too big", errno.EFBIG)
+        self.l1_vm_state_index = l1_vm_state_index
+        if hdr.l1_size < l1_vm_state_index:
+            raise BlockError("L1 table is too small")
+        self.size = hdr.size // 512 * 512
+        self.map = Mapping(self.file, self.cluster_bits, self.extended, self.version,
+                           hdr.l1_table_offset, hdr.l1_size, self.corruption)
+        opts = parse_runtime_options(options, hdr, flags)
+        self.lazy_refcounts = opts.lazy_refcounts
+        self.overlap_mask = opts.overlap_mask
+        self.rc = Refcounts(self.file, self.cluster_bits, hdr.refcount_order,
+                            hdr.refcount_table_offset, hdr.refcount_table_clusters,
+                            self.corruption)
+        self.rc.overlap_check = self.check_overlap
+        self.rc.on_free = self.map.cache.drop
+        self.rc.discard_passthrough.update({
+            DISCARD_REQUEST: opts.pass_discard_request if opts.pass_discard_request
+            is not None else bool(flags & O_UNMAP),
+            DISCARD_OTHER: opts.pass_discard_other,
+        })
+        update = read_extensions(self._read, hdr, hdr.ext_end)  # type: ignore[attr-defined]
+        if hdr.incompatible_features & INCOMPAT_DATA_FILE:
+            raise BlockError("Unsupported qcow2 feature(s): external data file",
+                             errno.ENOTSUP)
+        if hdr.autoclear_features & AUTOCLEAR_DATA_FILE_RAW:
+            raise BlockError("data-file-raw requires a data file")
+        if hdr.crypt_method and not flags & O_NO_IO:
+            raise BlockError("Encrypted qcow2 images are not supported", errno.ENOTSUP)
+        read_backing_name(self._read, hdr)
+        self.backing_file = hdr.backing_file
+        self.backing_format = hdr.backing_format
+        update = update or bool(hdr.autoclear_features & ~AUTOCLEAR_MASK)
+        if update and rdwr:
+            hdr.autoclear_features &= AUTOCLEAR_MASK
+            # Without bitmap support, bitmaps must be marked inconsistent on write.
+            hdr.autoclear_features &= ~1
+            self.update_header()
+        if hdr.incompatible_features & INCOMPAT_DIRTY and rdwr and \
+                not flags & (O_CHECK | O_INACTIVE):
+            self._repair_dirty()
+        self.node.request_alignment = 512 if hdr.crypt_method else 1
+
+    def _repair_dirty(self) -> None:
+        from .check import check_image
+
+        result = check_image(self, 3)
+        if result.check_errors:
+            raise BlockError("Could not repair dirty image: Input/output error", errno.EIO)
+        if result.corruptions or result.leaks:
+            # Refcount repair is not written yet: refuse rather than write blindly.
+            raise BlockError("Could not repair dirty image: Operation not supported",
+                             errno.ENOTSUP)
+        self.mark_clean()
+
+    def close(self) -> None:
+        if getattr(self, "hdr", None) is None or self.dead:
+            return
+        if self.node.open_flags & O_RDWR and self.hdr.incompatible_features & INCOMPAT_DIRTY \
+                and not self.node.open_flags & O_INACTIVE:
+            try:
+                self.mark_clean()
+            except BlockError:
+                pass
+
+    # -- header ------------------------------------------------------------------------
+    def update_header(self) -> None:
+        hdr = self.hdr
+        hdr.size = self.size
+        hdr.l1_size = self.map.l1_size
+        hdr.l1_table_offset = self.map.l1_offset
+        hdr.refcount_table_offset = self.rc.table_offset
+        hdr.refcount_table_clusters = self.rc.table_size >> (self.cluster_bits - 3)
+        self.file.pwrite(0, serialize(hdr))
+
+    def mark_dirty(self) -> None:
+        if self.hdr.incompatible_features & INCOMPAT_DIRTY:
+            return
+        val = self.hdr.incompatible_features | INCOMPAT_DIRTY
+        self.file.pwrite(72, val.to_bytes(8, "big"))
+        self.file.flush()
+        self.hdr.incompatible_features = val
+
+    def mark_clean(self) -> None:
+        if self.hdr.incompatible_features & INCOMPAT_DIRTY:
+            self.hdr.incompatible_features &= ~INCOMPAT_DIRTY
+            self.update_header()
+
+    # -- corruption --------------------------------------------------------------------
+    def signal_corruption(self, fatal: bool, message: str) -> None:
+        """qcow2_signal_corruption(): report once, mark corrupt and stop if fatal."""
+        fatal = fatal and bool(self.node.open_flags & O_RDWR)
+        if self.signaled and (not fatal or self.hdr.incompatible_features & INCOMPAT_CORRUPT):
+            return
+        if fatal:
+            sys.stderr.write(f"qcow2: Marking image as corrupt: {message}; further "
+                             "corruption events will be suppressed\n")
+        else:
+            sys.stderr.write(f"qcow2: Image is corrupt: {message}; further non-fatal "
+                             "corruption events will be suppressed\n")
+        sys.stderr.flush()
+        if fatal:
+            self.hdr.incompatible_features |= INCOMPAT_CORRUPT
+            try:
+                self.update_header()
+            except BlockError:
+                pass
+            self.dead = True
+        self.signaled = True
+
+    def corruption(self, message: str) -> BlockError:
+        self.signal_corruption(True, message)
+        return BlockError("Input/output error", errno.EIO)
+
+    def check_overlap(self, ign: int, offset: int, size: int) -> None:
+        """qcow2_pre_write_overlap_check() with the cached-metadata template."""
+        chk = self.overlap_mask & ~ign
+        if not chk or size <= 0:
+            return
+        hit = self._overlap(chk, offset, size)
+        if hit:
+            bit = (hit & -hit).bit_length() - 1
+            raise self.corruption(f"Preventing invalid write on metadata (overlaps with "
+                                  f"{OL_NAMES[bit]})")
+
+    def _overlap(self, chk: int, offset: int, size: int) -> int:
+        cs = self.cluster_size
+        if chk & 1 and offset < cs:
+            return 1
+        size = -(-((offset & (cs - 1)) + size) // cs) * cs
+        offset &= ~(cs - 1)
+
+        def hits(start: int, length: int) -> bool:
+            return start < offset + size and offset < start + length
+
+        if chk & 2 and self.map.l1_size and hits(self.map.l1_offset, self.map.l1_size * 8):
+            return 2
+        if chk & 8 and self.rc.table_size and hits(self.rc.table_offset,
+                                                   self.rc.table_size * 8):
+            return 8
+        if chk & 0x20 and self.hdr.nb_snapshots and hits(self.hdr.snapshots_offset,
+                                                         self.hdr.nb_snapshots * 40):
+            return 0x20
+        lo, hi = np.uint64(offset), np.uint64(offset + size)
+        if chk & 4 and self.map.l1_size:
+            offs = self.map.l1 & np.uint64(L1E_OFFSET_MASK)
+            if np.any((offs != 0) & (offs < hi) & (lo < offs + np.uint64(cs))):
+                return 4
+        if chk & 0x10 and self.rc.table_size:
+            offs = self.rc.table & np.uint64(REFT_OFFSET_MASK)
+            if np.any((offs != 0) & (offs < hi) & (lo < offs + np.uint64(cs))):
+                return 0x10
+        return 0
+
+    def _alive(self) -> None:
+        if self.dead:
+            raise BlockError("No medium found", ENOMEDIUM)
+
+    # -- helpers for alloc.py ---------------------------------------------------------
+    def has_backing(self) -> bool:
+        return self.node.backing is not None
+
+    def read_guest(self, offset: int, length: int) -> bytes:
+        return self.pread(offset, length)
+
+    # -- I/O -------------------------------------------------------------------------
+    def getlength(self) -> int:
+        return self.size
+
+    def pread(self, offset: int, length: int) -> bytes:
+        self._alive()
+        parts: list[bytes] = []
+        while length > 0:
+            sc_type, host, n = self.map.lookup(offset, min(length, 1 << 30))
+            if sc_type in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC):
+                backing = self.node.backing
+                parts.append(backing.node.pread(offset, n) if backing is not None
+                             else bytes(n))
+            elif sc_type in (SC_ZERO_PLAIN, SC_ZERO_ALLOC):
+                parts.append(bytes(n))
+            elif sc_type == SC_COMPRESSED:
+                n = min(n, self.cluster_size - (offset & (self.cluster_size - 1)))
+                cluster = self._read_compressed(host)
+                start = offset & (self.cluster_size - 1)
+                parts.append(cluster[start : start + n])
+            else:
+                parts.append(bytes(self.file.pread(host, n)))
+            offset += n
+            length -= n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _read_compressed(self, entry: int) -> bytes:
+        if self._last_compressed is not None and self._last_compressed[0] == entry:
+            return self._last_compressed[1]
+        coffset, csize = parse_entry(entry, self.cluster_bits)
+        data = self.file.pread(coffset, csize)
+        out = decompress(data, self.cluster_size, self.ctype)
+        self._last_compressed = (entry, out)
+        return out
+
+    def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int) -> None:
+        self._alive()
+        if flags & REQ_WRITE_COMPRESSED:
+            self._write_compressed(offset, data)
+            return
+        view = memoryview(data)
+        pos = 0
+        self._last_compressed = None
+        while pos < len(view):
+            chunk = min(len(view) - pos, 0x7FFFFFFF)
+            host, n, metas = alloc.alloc_host_offset(self, offset + pos, chunk)
+            self.check_overlap(0, host, n)
+            self.file.pwrite(host, view[pos : pos + n])
+            for meta in reversed(metas):
+                alloc.link_l2(self, meta)
+            pos += n
+
+    def _write_compressed(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        from .compress import compress
+
+        cs = self.cluster_size
+        length = len(data)
+        if length == 0:
+            return
+        if offset & (cs - 1):
+            raise BlockError("Invalid argument", errno.EINVAL)
+        if length & (cs - 1) and offset + length != self.size:
+            raise BlockError("Invalid argument", errno.EINVAL)
+        view = memoryview(data)
+        pos = 0
+        while pos < length:
+            n = min(cs, length - pos)
+            buf = bytes(view[pos : pos + n]).ljust(cs, b"\0")
+            out = compress(buf, cs - 1, self.ctype)
+            if out is None:
+                self.pwrite(offset + pos, view[pos : pos + n], 0)
+            else:
+                host = alloc.alloc_compressed(self, offset + pos, len(out))
+                self.check_overlap(0, host, len(out))
+                self.file.pwrite(host, out)
+                assert self.pending_compressed is not None
+                l2_offset, table, index = self.pending_compressed
+                self.pending_compressed = None
+                alloc.write_l2(self, l2_offset, table, index, 1)
+            pos += n
+
+    def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
+        """bdrv_co_do_pwrite_zeroes()'s split plus qcow2_co_pwrite_zeroes()."""
+        self._alive()
+        self._last_compressed = None
+        align = self.map.sc_size
+        drv_flags = flags & (REQ_MAY_UNMAP | REQ_NO_FALLBACK) if self.version >= 3 else 0
+        head = offset % align
+        tail = (offset + length) % align
+        while length > 0:
+            num = length
+            if head:
+                num = min(length, align - head)
+                head = (head + num) % align
+            elif tail and num > align:
+                num -= tail
+            try:
+                self._zero_piece(offset, num, drv_flags)
+            except BlockError as exc:
+                if exc.errno != errno.ENOTSUP or flags & REQ_NO_FALLBACK:
+                    raise
+                self.pwrite(offset, bytes(num), 0)
+            offset += num
+            length -= num
+
+    def _zero_piece(self, offset: int, length: int, flags: int) -> None:
+        align = self.map.sc_size
+        head = offset % align
+        tail = -(offset + length) % align
+        if offset + length == self.size:
+            tail = 0
+        if head or tail:
+            from bdrv.request import block_status_above
+
+            if not (self._is_zero(offset - head, head, block_status_above)
+                    and self._is_zero(offset + length, tail, block_status_above)):
+                raise BlockError("Operation not supported", errno.ENOTSUP)
+            offset -= head
+            length = align
+            sc_type, _, _ = self.map.lookup(offset, align)
+            if sc_type not in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC, SC_ZERO_PLAIN,
+                               SC_ZERO_ALLOC):
+                raise BlockError("Operation not supported", errno.ENOTSUP)
+        alloc.zeroize(self, offset, length, bool(flags & REQ_MAY_UNMAP))
+
+    def _is_zero(self, offset: int, length: int, status_above: Any) -> bool:
+        if offset + length > self.size:
+            length = self.size - offset
+        if length <= 0:
+            return True
+        while length > 0:
+            st, _ = status_above(self.node, None, offset, length, False)
+            if not st.flags & BLOCK_ZERO or st.pnum == 0:
+                return False
+            offset += st.pnum
+            length -= st.pnum
+        return True
+
+    def pdiscard(self, offset: int, length: int) -> None:
+        """bdrv_co_pdiscard()'s cluster alignment plus qcow2_co_pdiscard()."""
+        self._alive()
+        self._last_compressed = None
+        cs = self.cluster_size
+        end = offset + length
+        start = -(-offset // cs) * cs
+        stop = end // cs * cs
+        if end == self.size and end % cs and end - stop < cs and stop >= start:
+            stop = end  # the partial cluster at the end of the image counts
+        if stop > start:
+            alloc.discard_clusters(self, start, stop - start, DISCARD_REQUEST, False)
+
+    def truncate(self, size: int, exact: bool, prealloc: str) -> None:
+        from .resize import truncate
+
+        self._alive()
+        truncate(self, size, prealloc)
+
+    def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus:
+        self._alive()
+        if self.prealloc_detected is None:
+            self.prealloc_detected = self._detect_metadata_prealloc()
+        sc_type, host, n = self.map.lookup(offset, min(length, 0x7FFFFFFF))
+        flags = 0
+        st = BlockStatus(0, n)
+        if sc_type in (SC_NORMAL, SC_ZERO_ALLOC, SC_UNALLOC_ALLOC) and not self.hdr.crypt_method:
+            st.map, st.file = host, self.file
+            flags |= BLOCK_OFFSET_VALID
+        if sc_type in (SC_ZERO_PLAIN, SC_ZERO_ALLOC):
+            flags |= BLOCK_ZERO
+        elif sc_type not in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC):
+            flags |= BLOCK_DATA
+        if self.prealloc_detected and flags & BLOCK_DATA and flags & BLOCK_OFFSET_VALID:
+            flags |= BLOCK_RECURSE
+        if sc_type == SC_COMPRESSED:
+            flags |= BLOCK_COMPRESSED
+        st.flags = flags
+        return st
+
+    def _detect_metadata_prealloc(self) -> bool:
+        """qcow2_detect_metadata_preallocation(): many more clusters than file blocks."""
+        try:
+            real = self.file.driver.get_allocated_file_size()
+        except BlockError:
+            return False
+        real_clusters = real // self.cluster_size
+        threshold = max(real_clusters * 10 // 9, real_clusters + 2)
+        end_cluster = -(-self.file.getlength() // self.cluster_size)
+        counted = int(np.count_nonzero(self.rc.get_range(0, end_cluster)))
+        return counted >= threshold
+
+    # -- information ----------------------------------------------------------------
+    def get_info(self) -> dict[str, Any]:
+        l2_bits = self.map.l2_bits
+        return {"cluster_size": self.cluster_size,
+                "vm_state_offset": self.l1_vm_state_index << (self.cluster_bits + l2_bits),
+                "is_dirty": bool(self.hdr.incompatible_features & INCOMPAT_DIRTY)}
+
+    def get_specific_info(self) -> dict[str, Any] | None:
+        hdr = self.hdr
+        data: dict[str, Any]
+        if self.version == 2:
+            data = {"compat": "0.10", "refcount-bits": 1 << hdr.refcount_order}
+        else:
+            data = {"compat": "1.1",
+                    "extended-l2": self.extended,
+                    "lazy-refcounts": bool(hdr.compatible_features & COMPAT_LAZY_REFCOUNTS),
+                    "corrupt": bool(hdr.incompatible_features & INCOMPAT_CORRUPT),
+                    "refcount-bits": 1 << hdr.refcount_order}
+        data["compression-type"] = COMPRESSION_NAMES[self.ctype]
+        return {"type": "qcow2", "data": data}
+
+    def check(self, fix: int) -> Any:
+        from .check import check_image
+
+        return check_image(self, fix)

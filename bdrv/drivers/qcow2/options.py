@@ -1,0 +1,106 @@
+"""qcow2 option lists: creation options (in qcow2_create_opts order) and open options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bdrv.errors import BlockError
+from bdrv.options import OptionDesc
+
+from .header import Qcow2Header
+
+_ENC = "encrypt."
+CREATE_OPTIONS = (
+    OptionDesc("encryption", "bool",
+               "Encrypt the image with format 'aes'. (Deprecated in favor of "
+               "encrypt.format=aes)"),
+    OptionDesc(_ENC + "format", "string",
+               "Encrypt the image, format choices: 'aes', 'luks'"),
+    OptionDesc(_ENC + "key-secret", "string",
+               "ID of secret providing qcow AES key or LUKS passphrase"),
+    OptionDesc(_ENC + "cipher-alg", "string", "Name of encryption cipher algorithm"),
+    OptionDesc(_ENC + "cipher-mode", "string", "Name of encryption cipher mode"),
+    OptionDesc(_ENC + "ivgen-alg", "string", "Name of IV generator algorithm"),
+    OptionDesc(_ENC + "ivgen-hash-alg", "string", "Name of IV generator hash algorithm"),
+    OptionDesc(_ENC + "hash-alg", "string", "Name of encryption hash algorithm"),
+    OptionDesc(_ENC + "iter-time", "number",
+               "Time to spend in PBKDF in milliseconds"),
+    OptionDesc("cluster_size", "size", "qcow2 cluster size", "65536"),
+    OptionDesc("extended_l2", "bool", "Extended L2 tables", "off"),
+    OptionDesc("preallocation", "string",
+               "Preallocation mode (allowed values: off, metadata, falloc, full)"),
+    OptionDesc("compression_type", "string",
+               "Compression method used for image cluster compression", "zlib"),
+    OptionDesc("size", "size", "Virtual disk size"),
+    OptionDesc("compat", "string", "Compatibility level (v2 [0.10] or v3 [1.1])"),
+    OptionDesc("backing_file", "string", "File name of a base image"),
+    OptionDesc("backing_fmt", "string", "Image format of the base image"),
+    OptionDesc("data_file", "string", "File name of an external data file"),
+    OptionDesc("data_file_raw", "bool",
+               "The external data file must stay valid as a raw image"),
+    OptionDesc("lazy_refcounts", "bool", "Postpone refcount updates", "off"),
+    OptionDesc("refcount_bits", "number", "Width of a reference count entry in bits", "16"),
+)
+
+_OVERLAP_BITS = ("main-header", "active-l1", "active-l2", "refcount-table",
+                 "refcount-block", "snapshot-table", "inactive-l1", "inactive-l2",
+                 "bitmap-directory")
+_TEMPLATES = {"none": 0, "constant": 0x12B, "cached": 0x17F, "all": 0x1FF}
+
+RUNTIME_OPTIONS = (
+    "lazy-refcounts", "pass-discard-request", "pass-discard-snapshot",
+    "pass-discard-other", "overlap-check", "overlap-check.template", "cache-size",
+    "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-clean-interval",
+) + tuple("overlap-check." + b for b in _OVERLAP_BITS)
+
+
+@dataclass
+class RuntimeOptions:
+    lazy_refcounts: bool
+    pass_discard_request: bool | None
+    pass_discard_other: bool
+    overlap_mask: int
+
+
+def _bool(name: str, value: Any) -> bool:
+    from bdrv.open import parse_bool_option
+
+    return parse_bool_option(name, value)
+
+
+def parse_runtime_options(options: dict[str, Any], hdr: Qcow2Header,
+                          flags: int) -> RuntimeOptions:
+    """qcow2_update_options_prepare(), the parts that change behaviour here."""
+    from .header import COMPAT_LAZY_REFCOUNTS
+
+    lazy = bool(hdr.compatible_features & COMPAT_LAZY_REFCOUNTS)
+    if "lazy-refcounts" in options:
+        lazy = _bool("lazy-refcounts", options.pop("lazy-refcounts"))
+    if lazy and hdr.version < 3:
+        raise BlockError("Lazy refcounts require a qcow2 image with at least qemu 1.1 "
+                         "compatibility level")
+    request = None
+    if "pass-discard-request" in options:
+        request = _bool("pass-discard-request", options.pop("pass-discard-request"))
+    other = False
+    if "pass-discard-other" in options:
+        other = _bool("pass-discard-other", options.pop("pass-discard-other"))
+    options.pop("pass-discard-snapshot", None)
+    template = str(options.pop("overlap-check.template", options.pop("overlap-check",
+                                                                      "cached")))
+    if template not in _TEMPLATES:
+        raise BlockError(f"Unsupported value '{template}' for qcow2 option 'overlap-check'. "
+                         "Allowed are any of the following: none, constant, cached, all")
+    mask = _TEMPLATES[template]
+    for bit, name in enumerate(_OVERLAP_BITS):
+        key = "overlap-check." + name
+        if key in options:
+            if _bool(key, options.pop(key)):
+                mask |= 1 << bit
+            else:
+                mask &= ~(1 << bit)
+    for key in ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+                "cache-clean-interval"):
+        options.pop(key, None)
+    return RuntimeOptions(lazy, request, other, mask)
