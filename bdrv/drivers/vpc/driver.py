@@ -355,6 +355,8 @@ class VpcDriver(Driver):
         file = self._file()
         if self.disk_type == TYPE_FIXED:
             return file.pread(offset, length)
+        if self.disk_type != TYPE_DIFFERENCING:
+            return self._read_dynamic(offset, length)
         out = bytearray(length)
         pos, end = offset, offset + length
         while pos < end:
@@ -363,14 +365,24 @@ class VpcDriver(Driver):
             data = self._block_data(index)
             dst = pos - offset
             if data >= 0:
-                if self.disk_type == TYPE_DIFFERENCING:
-                    self._read_diff_block(index, data, pos, n, out, dst)
-                else:
-                    out[dst:dst + n] = file.pread(data + in_block, n)
-            elif self.disk_type == TYPE_DIFFERENCING:
+                self._read_diff_block(index, data, pos, n, out, dst)
+            else:
                 out[dst:dst + n] = self._read_parent(pos, n)
             pos += n
         return out
+
+    def _read_dynamic(self, offset: int, length: int) -> bytes:
+        """Allocated blocks from the file, the others as zeros; copied once at most."""
+        file = self._file()
+        parts: list[bytes] = []
+        pos, end = offset, offset + length
+        while pos < end:
+            index, in_block = divmod(pos, self.block_size)
+            n = min(end - pos, self.block_size - in_block)
+            data = self._block_data(index)
+            parts.append(file.pread(data + in_block, n) if data >= 0 else bytes(n))
+            pos += n
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_parent(self, offset: int, length: int) -> bytes:
         backing = self.node.backing
