@@ -18,6 +18,7 @@ from bdrv.errors import BlockError
 from bdrv.graph import PERM_RESIZE, PERM_WRITE
 from bdrv.sizes import parse_io_number
 from bdrv.tools.gnu_getopt import GetOpt
+from bdrv.tools.io_help import DISCARD_HELP, SIGRAISE_HELP
 from bdrv.tools.io_output import cvtstr
 from bdrv.tools.io_session import CMD_FLAG_GLOBAL, CMD_NOFILE_OK, IoSession
 
@@ -415,34 +416,13 @@ def wait_break_f(sess: IoSession, argv: list[str]) -> int:
 
 
 # -- the table --------------------------------------------------------------------------
-_DISCARD_HELP = """
- discards a range of bytes from the given offset
 
- Example:
- 'discard 512 1k' - discards 1 kilobyte from 512 bytes into the file
-
- Discards a segment of the currently open file.
- -C, -- report statistics in a machine parsable format
- -q, -- quiet mode, do not show I/O statistics
-
-"""
-
-_SIGRAISE_HELP = """
- raises the given signal
-
- Example:
- 'sigraise 15' - raises SIGTERM
-
- Invokes raise(signal), where "signal" is the mandatory integer argument
- given to sigraise.
-
-"""
 
 TRUNCATE = Command("truncate", truncate_f, 1, 3, "[-m prealloc_mode] off",
                    "truncates the current file at the given offset", altname="t",
                    perm=PERM_WRITE | PERM_RESIZE)
 DISCARD = Command("discard", discard_f, 2, -1, "[-Cq] off len",
-                  "discards a number of bytes at a specified offset", _DISCARD_HELP,
+                  "discards a number of bytes at a specified offset", DISCARD_HELP,
                   altname="d", perm=PERM_WRITE)
 
 MISC_COMMANDS = (
@@ -460,7 +440,7 @@ MISC_COMMANDS = (
     DISCARD,
     Command("sleep", sleep_f, 1, 1, oneline="waits for the given value in milliseconds",
             flags=CMD_NOFILE_OK),
-    Command("sigraise", sigraise_f, 1, 1, "signal", "raises a signal", _SIGRAISE_HELP,
+    Command("sigraise", sigraise_f, 1, 1, "signal", "raises a signal", SIGRAISE_HELP,
             flags=CMD_NOFILE_OK),
     Command("abort", abort_f, oneline="simulate a program crash using abort(3)",
             flags=CMD_NOFILE_OK),

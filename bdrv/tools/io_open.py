@@ -9,6 +9,7 @@ from bdrv.graph import O_COPY_ON_READ, O_NATIVE_AIO, O_NOCACHE, O_RDWR, O_SNAPSH
 from bdrv.options import parse_opts
 from bdrv.tools.gnu_getopt import BAD_OPTION
 from bdrv.tools.io_commands import EINVAL, Command, options, usage
+from bdrv.tools.io_help import OPEN_HELP
 from bdrv.tools.io_openflags import parse_aio_mode, parse_cache_mode, parse_discard_mode
 from bdrv.tools.io_session import CMD_FLAG_GLOBAL, CMD_NOFILE_OK, IoSession
 
@@ -98,27 +99,9 @@ def quit_f(sess: IoSession, argv: list[str]) -> int:
     return 0
 
 
-_OPEN_HELP = """
- opens a new file in the requested mode
-
- Example:
- 'open -n -o driver=raw /tmp/data' - opens raw data file read-write, uncached
-
- Opens a file for subsequent use by all of the other qemu-io commands.
- -r, -- open file read-only
- -s, -- use snapshot file
- -C, -- use copy-on-read
- -n, -- disable host cache, short for -t none
- -U, -- force shared permissions
- -k, -- use kernel AIO implementation (Linux only, prefer use of -i)
- -i, -- use AIO mode (threads, native or io_uring)
- -t, -- use the given cache mode for the image
- -d, -- use the given discard mode for the image
- -o, -- options to be given to the block driver
-"""
 
 OPEN = Command("open", open_f, 1, -1, "[-rsCnkU] [-t cache] [-d discard] [-o options] [path]",
-               "open the file specified by path", _OPEN_HELP, altname="o",
+               "open the file specified by path", OPEN_HELP, altname="o",
                flags=CMD_NOFILE_OK)
 
 OPEN_COMMANDS = (

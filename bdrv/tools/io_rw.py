@@ -11,9 +11,11 @@ import errno
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from bdrv.graph import PERM_WRITE
-from bdrv.request import REQ_FUA, REQ_MAY_UNMAP, REQ_NO_FALLBACK
+from bdrv.errors import BlockError
+from bdrv.graph import PERM_WRITE, Node
+from bdrv.request import REQ_FUA, REQ_MAY_UNMAP, REQ_NO_FALLBACK, REQ_WRITE_COMPRESSED
 from bdrv.tools.gnu_getopt import BAD_OPTION
 from bdrv.tools.io_commands import (
     EINVAL,
@@ -25,6 +27,14 @@ from bdrv.tools.io_commands import (
     usage,
 )
 from bdrv.tools.io_engine import Op
+from bdrv.tools.io_help import (
+    AIO_READ_HELP,
+    AIO_WRITE_HELP,
+    READ_HELP,
+    READV_HELP,
+    WRITE_HELP,
+    WRITEV_HELP,
+)
 from bdrv.tools.io_output import hex_dump, report_lines
 from bdrv.tools.io_session import IoSession
 
@@ -101,12 +111,48 @@ def _verify(sess: IoSession, data: bytes, pattern: int, offset: int) -> bool:
 
 
 def _unsupported(sess: IoSession, offset: int, count: int, check_bounds: bool) -> int:
-    """Requests the core has no way to do (vmstate, compressed writes) fail like QEMU's."""
+    """Requests the image's drivers cannot do (vmstate, compression) fail like QEMU's."""
     if check_bounds:
         length = sess.require_backend().getlength()
         if offset > length or length - offset < count:
             return -errno.EIO
     return -errno.ENOTSUP
+
+
+def _vmstate_driver(sess: IoSession, method: str) -> Any:
+    """The first driver down the primary chain with vmstate support (or None)."""
+    node: Node | None = sess.require_backend().node
+    while node is not None:
+        if hasattr(node.driver, method):
+            return node.driver
+        child = node.file
+        node = child.node if child is not None else None
+    return None
+
+
+def _vmstate(sess: IoSession, offset: int, count: int, data: bytes | None,
+             sink: list[bytes]) -> int:
+    """read -b / write -b: the driver's load_vmstate(offset, count) / save_vmstate(offset, data)."""
+    drv = _vmstate_driver(sess, "load_vmstate" if data is None else "save_vmstate")
+    if drv is None:
+        return _unsupported(sess, offset, count, check_bounds=False)
+    try:
+        if data is None:
+            sink.append(bytes(drv.load_vmstate(offset, count)))
+        else:
+            drv.save_vmstate(offset, data)
+    except BlockError as exc:
+        return -(exc.errno or errno.EIO)
+    return 0
+
+
+def _compressed(sess: IoSession, offset: int, data: bytes) -> int:
+    """write -c: only drivers that declare `supports_compressed_writes` take it."""
+    drv = sess.require_backend().node.driver
+    if not getattr(drv, "supports_compressed_writes", False):
+        return _unsupported(sess, offset, len(data), check_bounds=True)
+    engine = sess.require_engine()
+    return engine.run_sync(engine.write(offset, data, REQ_WRITE_COMPRESSED))
 
 
 # -- read / readv ---------------------------------------------------------------------
@@ -167,7 +213,7 @@ def read_f(sess: IoSession, argv: list[str]) -> int:
     sink: list[bytes] = []
     started = time.monotonic_ns()
     if vmstate:
-        ret = _unsupported(sess, offset, count, check_bounds=False)
+        ret = _vmstate(sess, offset, count, None, sink)
     else:
         ret = engine.run_sync(engine.read(offset, count, sink))
     elapsed = elapsed_since(started)
@@ -333,11 +379,11 @@ def write_f(sess: IoSession, argv: list[str]) -> int:
     engine = sess.require_engine()
     started = time.monotonic_ns()
     if "b" in seen:
-        ret = _unsupported(sess, offset, count, check_bounds=False)
+        ret = _vmstate(sess, offset, count, data, [])
     elif "z" in seen:
         ret = engine.run_sync(engine.write_zeroes(offset, count, flags))
     elif "c" in seen:
-        ret = _unsupported(sess, offset, count, check_bounds=True)
+        ret = _compressed(sess, offset, data)
     else:
         ret = engine.run_sync(engine.write(offset, data, flags))
     elapsed = elapsed_since(started)
@@ -422,136 +468,22 @@ def aio_write_f(sess: IoSession, argv: list[str]) -> int:
     return 0
 
 
-# -- help texts and the table ---------------------------------------------------------------
-_READ_HELP = """
- reads a range of bytes from the given offset
-
- Example:
- 'read -v 512 1k' - dumps 1 kilobyte read from 512 bytes into the file
-
- Reads a segment of the currently open file, optionally dumping it to the
- standard output stream (with -v option) for subsequent inspection.
- -b, -- read from the VM state rather than the virtual disk
- -C, -- report statistics in a machine parsable format
- -l, -- length for pattern verification (only with -P)
- -p, -- ignored for backwards compatibility
- -P, -- use a pattern to verify read data
- -q, -- quiet mode, do not show I/O statistics
- -s, -- start offset for pattern verification (only with -P)
- -v, -- dump buffer to standard output
-
-"""
-
-_READV_HELP = """
- reads a range of bytes from the given offset into multiple buffers
-
- Example:
- 'readv -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file
-
- Reads a segment of the currently open file, optionally dumping it to the
- standard output stream (with -v option) for subsequent inspection.
- Uses multiple iovec buffers if more than one byte range is specified.
- -C, -- report statistics in a machine parsable format
- -P, -- use a pattern to verify read data
- -v, -- dump buffer to standard output
- -q, -- quiet mode, do not show I/O statistics
-
-"""
-
-_WRITE_HELP = """
- writes a range of bytes from the given offset
-
- Example:
- 'write 512 1k' - writes 1 kilobyte at 512 bytes into the open file
-
- Writes into a segment of the currently open file, using a buffer
- filled with a set pattern (0xcdcdcdcd).
- -b, -- write to the VM state rather than the virtual disk
- -c, -- write compressed data with blk_write_compressed
- -f, -- use Force Unit Access semantics
- -n, -- with -z, don't allow slow fallback
- -p, -- ignored for backwards compatibility
- -P, -- use different pattern to fill file
- -s, -- use a pattern file to fill the write buffer
- -C, -- report statistics in a machine parsable format
- -q, -- quiet mode, do not show I/O statistics
- -u, -- with -z, allow unmapping
- -z, -- write zeroes using blk_co_pwrite_zeroes
-
-"""
-
-_WRITEV_HELP = """
- writes a range of bytes from the given offset source from multiple buffers
-
- Example:
- 'writev 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file
-
- Writes into a segment of the currently open file, using a buffer
- filled with a set pattern (0xcdcdcdcd).
- -P, -- use different pattern to fill file
- -C, -- report statistics in a machine parsable format
- -f, -- use Force Unit Access semantics
- -q, -- quiet mode, do not show I/O statistics
-
-"""
-
-_AIO_NOTE = """ The read is performed asynchronously and the aio_flush command must be
- used to ensure all outstanding aio requests have been completed.
- Note that due to its asynchronous nature, this command will be
- considered successful once the request is submitted, independently
- of potential I/O errors or pattern mismatches.
-"""
-
-_AIO_READ_HELP = """
- asynchronously reads a range of bytes from the given offset
-
- Example:
- 'aio_read -v 512 1k 1k ' - dumps 2 kilobytes read from 512 bytes into the file
-
- Reads a segment of the currently open file, optionally dumping it to the
- standard output stream (with -v option) for subsequent inspection.
-""" + _AIO_NOTE + """ -C, -- report statistics in a machine parsable format
- -P, -- use a pattern to verify read data
- -i, -- treat request as invalid, for exercising stats
- -v, -- dump buffer to standard output
- -q, -- quiet mode, do not show I/O statistics
-
-"""
-
-_AIO_WRITE_HELP = """
- asynchronously writes a range of bytes from the given offset source
- from multiple buffers
-
- Example:
- 'aio_write 512 1k 1k' - writes 2 kilobytes at 512 bytes into the open file
-
- Writes into a segment of the currently open file, using a buffer
- filled with a set pattern (0xcdcdcdcd).
-""" + _AIO_NOTE.replace("The read", "The write") + """ -P, -- use different pattern to fill file
- -C, -- report statistics in a machine parsable format
- -f, -- use Force Unit Access semantics
- -i, -- treat request as invalid, for exercising stats
- -q, -- quiet mode, do not show I/O statistics
- -u, -- with -z, allow unmapping
- -z, -- write zeroes using blk_aio_pwrite_zeroes
-
-"""
-
+# -- the table ----------------------------------------------------------------------------
 _READ_ONELINE = "reads a number of bytes at a specified offset"
 _WRITE_ONELINE = "writes a number of bytes at a specified offset"
 
 READ = Command("read", read_f, 2, -1, "[-abCqv] [-P pattern [-s off] [-l len]] off len",
-               _READ_ONELINE, _READ_HELP, altname="r")
+               _READ_ONELINE, READ_HELP, altname="r")
 READV = Command("readv", readv_f, 2, -1, "[-Cqv] [-P pattern] off len [len..]",
-                _READ_ONELINE, _READV_HELP)
+                _READ_ONELINE, READV_HELP)
 WRITE = Command("write", write_f, 2, -1, "[-bcCfnquz] [-P pattern | -s source_file] off len",
-                _WRITE_ONELINE, _WRITE_HELP, altname="w", perm=PERM_WRITE)
+                _WRITE_ONELINE, WRITE_HELP, altname="w", perm=PERM_WRITE)
 WRITEV = Command("writev", writev_f, 2, -1, "[-Cfq] [-P pattern] off len [len..]",
-                 _WRITE_ONELINE, _WRITEV_HELP, perm=PERM_WRITE)
+                 _WRITE_ONELINE, WRITEV_HELP, perm=PERM_WRITE)
 AIO_READ = Command("aio_read", aio_read_f, 2, -1, "[-Ciqv] [-P pattern] off len [len..]",
-                   "asynchronously reads a number of bytes", _AIO_READ_HELP)
+                   "asynchronously reads a number of bytes", AIO_READ_HELP)
 AIO_WRITE = Command("aio_write", aio_write_f, 2, -1, "[-Cfiquz] [-P pattern] off len [len..]",
-                    "asynchronously writes a number of bytes", _AIO_WRITE_HELP,
+                    "asynchronously writes a number of bytes", AIO_WRITE_HELP,
                     perm=PERM_WRITE)
 
 RW_COMMANDS = (READ, READV, WRITE, WRITEV, AIO_READ, AIO_WRITE)
