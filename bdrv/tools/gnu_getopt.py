@@ -64,7 +64,10 @@ class GetOpt:
                     pos += 1
                     spec = self.shortopts.find(ch)
                     if ch == ":" or spec < 0:
-                        self._error(f"invalid option -- '{ch}'")
+                        # glibc scans bytes: a multi-byte character shows its first byte.
+                        raw = ch.encode("utf-8", "surrogateescape")[:1]
+                        first = raw.decode("utf-8", "surrogateescape")
+                        self._error(f"invalid option -- '{first}'")
                         yield BAD_OPTION, None
                         continue
                     if not self.shortopts[spec + 1 : spec + 2] == ":":
@@ -108,5 +111,13 @@ class GetOpt:
         return (opt.key, value if opt.has_arg else None), i
 
     def _error(self, message: str) -> None:
-        sys.stderr.write(f"{self.prog}: {message}\n")
-        sys.stderr.flush()
+        text = f"{self.prog}: {message}\n"
+        stream = sys.stderr
+        raw = getattr(stream, "buffer", None)
+        if raw is None:
+            stream.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        else:
+            # Arguments may hold undecodable bytes (surrogate escapes): write them back.
+            stream.flush()
+            raw.write(text.encode("utf-8", "surrogateescape"))
+        stream.flush()

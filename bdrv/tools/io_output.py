@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from typing import Any
 
 # glibc gives a stream a buffer of st_blksize bytes: one page for pipes and files.
 STDIO_BUFSIZ = 4096
@@ -79,7 +80,11 @@ def _program_order() -> bool:
 
 
 def _emit(text: str) -> None:
-    stream = sys.stdout
+    write_raw(sys.stdout, text)
+
+
+def write_raw(stream: Any, text: str) -> None:
+    """Write text whose undecodable bytes are surrogate escapes, as those bytes."""
     raw = getattr(stream, "buffer", None)
     if raw is not None:
         # Bytes as typed or named (non-UTF-8 file names) go out unchanged.
@@ -93,8 +98,7 @@ def _emit(text: str) -> None:
 
 def write_stderr(text: str) -> None:
     """Unbuffered stderr, like C's."""
-    sys.stderr.write(text)
-    sys.stderr.flush()
+    write_raw(sys.stderr, text)
 
 
 def c_float(value: float, precision: int) -> str:
