@@ -12,9 +12,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("io_oracle")
-from io_oracle import cmds, compare, make_image, needs_qemu_io, run_bdrv  # noqa: E402
+from io_oracle import (  # noqa: E402
+    QEMU_IO,
+    cmds,
+    compare,
+    make_image,
+    needs_qemu_io,
+    normalise,
+    run_bdrv,
+)
 
 pytestmark = needs_qemu_io
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _setup(d: Path) -> None:
@@ -24,6 +33,7 @@ def _setup(d: Path) -> None:
 
 CLI_CASES: dict[str, list[str]] = {
     "help": ["-h"],
+    "no_quiet_option": ["-q", "-c", "length", "t.raw"],
     "help_long": ["--help"],
     "help_abbrev": ["--he"],
     "help_with_arg": ["--help=x"],
@@ -226,3 +236,24 @@ def test_snapshot_explained(tmp_path: Path) -> None:
     assert run.stderr.startswith("qemu-io: can't open device t.raw: snapshot=on (-s) is not "
                                  "supported by bdrv yet")
     assert (tmp_path / "t.raw").read_bytes() == before
+
+
+def test_piped_output_order(tmp_path: Path) -> None:
+    """stdout and stderr on one pipe: C stdio holds stdout back, so errors come first."""
+    import subprocess
+
+    assert QEMU_IO is not None
+    args = cmds("write 0 512", "read 0", "read -x 0 512", "foo", "help quit")
+    code = ("import sys; from bdrv.tools.io_shell import main; "
+            "sys.exit(main(['qemu-io'] + sys.argv[1:]))")
+    outputs = []
+    for argv in (["bash", "-c", 'exec -a qemu-io "$0" "$@"', QEMU_IO, *args],
+                 [sys.executable, "-c", code, *args]):
+        d = tmp_path / str(len(outputs))
+        d.mkdir()
+        make_image(d)
+        proc = subprocess.run(argv, cwd=d, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+        outputs.append((normalise(proc.stdout.decode()), proc.returncode))
+    assert outputs[1] == outputs[0]
+    assert outputs[0][0].startswith("bad argument count")
