@@ -205,4 +205,5 @@ def find_protocol(prefix: str) -> type[Driver] | None:
 
 def format_names() -> list[str]:
     """Supported format names in the order qemu-img --help lists them (sorted)."""
+    _load_builtin()
     return sorted(_REGISTRY)

@@ -115,7 +115,51 @@ def open_node(
     warn: Warn = _default_warn,
     inherited: dict[str, Any] | None = None,
 ) -> Node:
-    """Open a node (and its children); raises BlockError with QEMU's text."""
+    """Open a node, its children and its backing chain; BlockError with QEMU's text.
+
+    The chain is opened iteratively (each layer's backing file after the layer
+    itself, as bdrv_open_backing_file() does), then each layer's leftover options are
+    rejected from the bottom up and the backing edges attached, so that chains
+    thousands of layers deep neither recurse nor take quadratic time.
+    """
+    levels: list[_Level] = []
+    request: _BackingRequest | None = _BackingRequest(filename, options, flags, inherited)
+    seen_files: set[tuple[int, int]] = set()
+    try:
+        while request is not None:
+            depth = len(levels)
+            try:
+                level = _open_level(request.filename, request.options, request.flags, warn,
+                                    request.inherited)
+                levels.append(level)
+                _check_loop(level.node, seen_files)
+                request = _backing_request(level, warn)
+            except BlockError as exc:
+                raise _prefix_backing(exc, depth) from None
+        for depth in range(len(levels) - 1, -1, -1):
+            level = levels[depth]
+            try:
+                if depth + 1 < len(levels):
+                    _attach_backing(level.node, levels[depth + 1].node)
+                _finish_level(level)
+            except BlockError as exc:
+                raise _prefix_backing(exc, depth) from None
+    except BaseException:
+        for level in levels:
+            if not level.node.parents:
+                level.node.close()
+        raise
+    return levels[0].node
+
+
+def _open_level(
+    filename: str | None,
+    options: dict[str, Any] | None,
+    flags: int,
+    warn: Warn,
+    inherited: dict[str, Any] | None,
+) -> _Level:
+    """Open one node and its file child; leftovers and backing are the caller's."""
     options = dict(options or {})
     if filename is not None and filename.startswith("json:"):
         json_opts = _parse_json(filename)
@@ -128,6 +172,13 @@ def open_node(
 
     drv_cls = _choose_driver(filename, options, flags)
     flags = _apply_generic_flags(options, flags)
+    backing_ref = options.get("backing")
+    if "backing" in options and (backing_ref is None or backing_ref == ""):
+        # "backing": null (or the deprecated "") means: no backing file.
+        if backing_ref == "":
+            warn('warning: Use of "backing": "" is deprecated; use "backing": null instead')
+        del options["backing"]
+        flags |= O_NO_BACKING
     explicit = dict(options)
 
     if drv_cls is not None and drv_cls.protocol_name is not None:
@@ -135,7 +186,8 @@ def open_node(
             if "filename" in options:
                 raise BlockError("Can't specify 'file' and 'filename' options at the same time")
             options["filename"] = filename
-        return _open_common(drv_cls, options, explicit, flags, warn, probed=False)
+        node = _open_common(drv_cls, options, explicit, flags, warn, probed=False)
+        return _Level(node, drv_cls, options, flags)
 
     # A format node: open its file child, then probe if the format is unknown.
     file_opts = extract_child_options(options, "file")
@@ -157,8 +209,9 @@ def open_node(
             drv_cls = _probe_node(file_node)
             probed = True
             options["driver"] = drv_cls.format_name
-        return _open_common(drv_cls, options, explicit, flags, warn, probed=probed,
+        node = _open_common(drv_cls, options, explicit, flags, warn, probed=probed,
                             file_node=file_node, display_name=filename)
+        return _Level(node, drv_cls, options, flags)
     except BaseException:
         if not file_node.parents:
             file_node.close()
@@ -198,6 +251,10 @@ def _protocol_for(filename: str) -> type[Driver]:
         if drv is None:
             raise BlockError(f"Unknown protocol '{prefix}'")
         return drv
+    for candidate in all_drivers():
+        probe_device = getattr(candidate, "probe_device", None)
+        if probe_device is not None and probe_device(filename) > 0:
+            return candidate
     drv = find_protocol("file")
     assert drv is not None
     return drv
@@ -284,13 +341,11 @@ def _open_common(
         # Drivers print open-time warnings (raw's probing WARNING) through this.
         node.warn = warn  # type: ignore[attr-defined]
         driver.open(options, flags)
-        _reject_leftovers(drv_cls, options)
     except BaseException:
         node.close()
         raise
     if not auto_name:
         _named_nodes[name] = node
-    refresh_filename(node)
     return node
 
 

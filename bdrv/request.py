@@ -138,10 +138,14 @@ class RequestLayer:
 
     def pwrite_zeroes(self, offset: int, length: int, flags: int = 0) -> None:
         """Zero a range: the driver's efficient way if it has one, else plain writes."""
+        from bdrv.graph import O_UNMAP
+
         _check_request(offset, length)
         self._check_writable()
         if length == 0:
             return
+        if not self.open_flags & O_UNMAP:
+            flags &= ~REQ_MAY_UNMAP  # unmapping is only allowed with discard=unmap
         align = self.request_alignment
         head_end = min(_align_up(offset, align), offset + length)
         tail_start = max(_align_down(offset + length, align), head_end)

@@ -187,13 +187,7 @@ class FileDriver(Driver):
             raise from_oserror(exc, f"Could not open '{self.filename}'") from exc
         try:
             st = os.fstat(self.fd)
-            if stat.S_ISDIR(st.st_mode) or not (
-                stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode) or stat.S_ISCHR(st.st_mode)
-            ):
-                raise BlockError(
-                    f"'file' driver requires '{self.filename}' to be a regular file",
-                    errno.EINVAL,
-                )
+            self._check_file_type(st.st_mode)
             self.is_regular = stat.S_ISREG(st.st_mode)
             self.use_locks = locking == "on" or (locking == "auto" and ofd_locks_supported(self.fd))
             if locking == "on" and not ofd_locks_supported(self.fd):
@@ -205,6 +199,13 @@ class FileDriver(Driver):
             os.close(self.fd)
             self.fd = -1
             raise
+
+    def _check_file_type(self, mode: int) -> None:
+        # Devices belong to the host_device driver, as in QEMU.
+        if not stat.S_ISREG(mode):
+            raise BlockError(
+                f"'file' driver requires '{self.filename}' to be a regular file", errno.EINVAL
+            )
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -363,6 +364,31 @@ class FileDriver(Driver):
     def get_info(self) -> dict[str, int]:
         # file-posix answers with an all-zero BlockDriverInfo (qemu-io's `info` shows it).
         return {"cluster_size": 0, "vm_state_offset": 0}
+
+
+@register
+class HostDeviceDriver(FileDriver):
+    """Block and character devices (QEMU's host_device), chosen by probing the path."""
+
+    format_name = "host_device"
+    protocol_name = "host_device"
+    create_options = ()
+
+    @classmethod
+    def probe_device(cls, filename: str) -> int:
+        try:
+            mode = os.stat(strip_file_prefix(filename)).st_mode
+        except OSError:
+            return 0
+        return 100 if stat.S_ISBLK(mode) or stat.S_ISCHR(mode) else 0
+
+    def _check_file_type(self, mode: int) -> None:
+        if not (stat.S_ISBLK(mode) or stat.S_ISCHR(mode)):
+            raise BlockError(
+                f"'host_device' driver requires '{self.filename}' to be either a character "
+                "or block device",
+                errno.EINVAL,
+            )
 
 
 def strip_file_prefix(filename: str) -> str:
