@@ -352,8 +352,13 @@ _TRUE = ("on", "yes", "true", "y")
 _FALSE = ("off", "no", "false", "n")
 
 
-def parse_bool(name: str, text: str) -> bool:
-    """on/yes/true/y and off/no/false/n (case matters), else "Parameter 'x' expects ..."."""
+def parse_bool(name: str, text: str | bool) -> bool:
+    """on/yes/true/y and off/no/false/n (case matters), else "Parameter 'x' expects ...".
+
+    JSON options arrive already typed: a bool passes through.
+    """
+    if isinstance(text, bool):
+        return text
     if text in _TRUE:
         return True
     if text in _FALSE:

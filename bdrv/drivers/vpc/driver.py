@@ -46,7 +46,7 @@ from bdrv.drivers.vpc.parent import (
 )
 from bdrv.errors import BlockError
 from bdrv.graph import O_CHECK, O_NO_BACKING
-from bdrv.options import OptionDesc
+from bdrv.options import OptionDesc, parse_bool
 from bdrv.request import (
     BLOCK_DATA,
     BLOCK_OFFSET_VALID,
@@ -66,16 +66,6 @@ BITMAP_CACHE_SIZE = 256
 
 def _as_int32(value: int) -> int:
     return value - 2**32 if value >= 2**31 else value
-
-
-def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in ("on", "yes", "true", "y"):
-        return True
-    if value in ("off", "no", "false", "n"):
-        return False
-    raise BlockError(f"Parameter '{name}' expects 'on' or 'off'")
 
 
 @register
@@ -134,7 +124,7 @@ class VpcDriver(Driver):
                 force_chs = True
             else:
                 raise BlockError(f"Invalid size calculation mode: '{mode}'")
-        self.check_parent = _parse_bool("check_parent", options.pop("check_parent", True))
+        self.check_parent = parse_bool("check_parent", options.pop("check_parent", True))
         file = self._file()
         try:
             raw = file.pread(0, FOOTER_SIZE)
