@@ -14,7 +14,7 @@ import mmap
 import os
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from bdrv.driver import Driver, register
 from bdrv.errors import BlockError, from_oserror
@@ -108,7 +108,7 @@ class FileDriver(Driver):
     has_variable_length = True
     runtime_options = ("filename", "aio", "aio-max-batch", "locking", "pr-manager",
                        "drop-cache", "x-check-cache-dropped")
-    create_options = (
+    create_options: ClassVar[tuple[OptionDesc, ...]] = (
         OptionDesc("size", "size", "Virtual disk size"),
         OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
         OptionDesc("preallocation", "string",
