@@ -60,7 +60,8 @@ def check(log: str, reference: Path, bad: Path) -> Mismatch | None:
     else:
         diff = (
             f"reference {reference} does not exist; generate it with "
-            "--regen on the qemu backend, review it, and commit it\n"
+            "--regen (from the qemu backend, or from bdrv for a qemu_lacks test), "
+            "review it, and commit it\n"
         )
     bad.parent.mkdir(parents=True, exist_ok=True)
     bad.write_text(log, encoding="utf-8")

@@ -3,10 +3,17 @@
 Any test that takes the `iot` fixture runs once per backend and format; its log is
 compared with the reference file when the test body returns. Installing the package
 makes all of this available to any pytest run.
+
+References come from the qemu backend (`--regen`), except for tests marked
+`qemu_lacks(reason)`: QEMU 7.2 cannot run those, so their qemu runs are *not run*
+with the reason and `--regen` writes their reference from the bdrv backend. Such a
+test names its independent witness in a "Verified by: ..." docstring line.
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,8 @@ _regenerated: list[str] = []
 BACKEND_PROPERTY = "iotests_backend"
 FORMAT_PROPERTY = "iotests_format"
 REGEN_PROPERTY = "iotests_regenerated"
+QEMU_LACKS_MARKER = "qemu_lacks"
+_VERIFIED_BY = re.compile(r"^\s*Verified by:\s*(\S.*)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -57,7 +66,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--regen", action="store_true",
-        help="write reference files from the qemu backend's output (bdrv runs are skipped)",
+        help="write reference files from the qemu backend's output (bdrv runs are skipped), "
+             "and from bdrv's for tests marked qemu_lacks",
     )
     group.addoption(
         "--bdrv-subprocess", action="store_true",
@@ -76,6 +86,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "formats(*fmts): image formats an iot test supports (default: raw)"
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{QEMU_LACKS_MARKER}(reason): QEMU 7.2 lacks the feature; the qemu run is not run "
+        "and --regen takes the reference from bdrv (docstring must say 'Verified by: ...')",
     )
     for name, text in GROUP_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: iotests group: {text}")
@@ -115,6 +130,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.user_properties.append((FORMAT_PROPERTY, variant.fmt))
 
 
+def qemu_lacks_reason(node: pytest.Item) -> str | None:
+    """The reason given to @qemu_lacks on this test (or its module/class), if any."""
+    marker = node.get_closest_marker(QEMU_LACKS_MARKER)
+    if marker is None:
+        return None
+    reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+    if not isinstance(reason, str) or not reason.strip():
+        raise pytest.UsageError(f"{node.nodeid}: @qemu_lacks needs a reason")
+    return reason
+
+
+def verified_by(func: object) -> str | None:
+    """The witness a test's docstring names on its "Verified by: ..." line."""
+    match = _VERIFIED_BY.search(inspect.getdoc(func) or "")
+    return match.group(1).strip() if match else None
+
+
 def _backends(config: pytest.Config) -> dict[str, Backend]:
     return {
         name: make_backend(
@@ -138,7 +170,16 @@ def iot(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Iot]:
         marker = request.node.get_closest_marker("formats")
         declared = ", ".join(marker.args) if marker else ", ".join(DEFAULT_FORMATS)
         notrun(f"not suitable for format {variant.fmt} (test supports: {declared})")
-    if config.getoption("regen") and variant.backend != "qemu":
+    lacks = qemu_lacks_reason(request.node)
+    if lacks is not None:
+        if verified_by(getattr(request.node, "obj", None)) is None:
+            name = getattr(request.node, "originalname", request.node.name)
+            pytest.fail(f"{name} is marked qemu_lacks({lacks!r}), so QEMU is no "
+                        "oracle for it: its docstring must name the independent tool that "
+                        "verified the data on a 'Verified by: ...' line", pytrace=False)
+        if variant.backend == "qemu":
+            notrun(f"QEMU 7.2 lacks {lacks}")
+    elif config.getoption("regen") and variant.backend != "qemu":
         notrun("--regen takes reference output from the qemu backend only")
     backends = _backends(config)
     backend = backends[variant.backend]

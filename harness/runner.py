@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run N tests in parallel (pytest-xdist)")
     p.add_argument("--junitxml", metavar="PATH", help="write a JUnit XML report")
     p.add_argument("--regen", action="store_true",
-                   help="rewrite reference files from the qemu backend's output")
+                   help="rewrite reference files from the qemu backend's output "
+                        "(from bdrv's for tests marked qemu_lacks)")
     p.add_argument("--bdrv-subprocess", action="store_true",
                    help="run the installed bdrv-img/bdrv-io scripts instead of in-process")
     p.add_argument("--qemu-img", metavar="PATH", help="qemu-img binary to use")
