@@ -191,17 +191,34 @@ class Node(Parent, RequestLayer):
             stack.extend(c.node for c in reversed(node.children))
 
     def close(self) -> None:
-        """Close this node and the children only it used (refcount drops to 0)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.driver.close()
-        finally:
-            for child in list(self.children):
-                self.detach_child(child)
+        """Close this node and the children only it used (refcount drops to 0).
+
+        Iterative, so that a chain thousands of backing files deep closes without
+        recursion; a child about to be closed too gets no permission update.
+        """
+        error: BaseException | None = None
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            if node.closed:
+                continue
+            node.closed = True
+            try:
+                node.driver.close()
+            except BaseException as exc:  # finish closing the rest, then report
+                error = error or exc
+            for child in list(node.children):
+                node.children.remove(child)
+                child.node.parents.remove(child)
                 if not child.node.parents:
-                    child.node.close()
+                    stack.append(child.node)
+                elif not child.node.closed:
+                    try:
+                        refresh_perms(child.node)
+                    except BlockError:
+                        pass  # giving up permissions cannot conflict
+        if error is not None:
+            raise error
 
 
 # -- permission transactions -------------------------------------------------
@@ -247,18 +264,28 @@ def _new_child_perms(node: Node, perm: int, shared: int) -> list[tuple[Child, in
 
 
 def _update_subtree(node: Node, edges: list[Child], checked: list[Node]) -> None:
-    """Check `node` (and below) with its parent edges as given; record what was checked."""
-    _check_edges(node, edges)
-    perm, shared = _cumulative(node, edges)
-    if perm & (PERM_WRITE | PERM_RESIZE) and node.read_only:
-        raise BlockError("Block node is read-only", 1)
-    node.driver.check_perm(perm, shared)
-    checked.append(node)
-    node._pending_perm = (perm, shared)  # type: ignore[attr-defined]
-    for child, cperm, cshared in _new_child_perms(node, perm, shared):
-        child._pending = (child.perm, child.shared)  # type: ignore[attr-defined]
-        child.perm, child.shared = cperm, cshared
-        _update_subtree(child.node, child.node.parents, checked)
+    """Check `node` and everything below it with the parent edges they have.
+
+    Walks the graph with an explicit stack (deep backing chains); each node's child
+    edges get their new permissions before the children are checked.
+    """
+    assert edges is node.parents
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        edges = current.parents
+        _check_edges(current, edges)
+        perm, shared = _cumulative(current, edges)
+        if perm & (PERM_WRITE | PERM_RESIZE) and current.read_only:
+            raise BlockError("Block node is read-only", 1)
+        current.driver.check_perm(perm, shared)
+        checked.append(current)
+        current._pending_perm = (perm, shared)  # type: ignore[attr-defined]
+        updates = _new_child_perms(current, perm, shared)
+        for child, cperm, cshared in updates:
+            child._pending = (child.perm, child.shared)  # type: ignore[attr-defined]
+            child.perm, child.shared = cperm, cshared
+        stack.extend(child.node for child, _, _ in reversed(updates))
 
 
 def refresh_perms(node: Node) -> None:
