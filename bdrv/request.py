@@ -283,30 +283,35 @@ def block_status_above(
 ) -> tuple[BlockStatus, int]:
     """Status through the backing chain from `top` down to (excluding) `base`.
 
-    Returns the status and the depth of the layer that answered.
+    As bdrv_co_common_block_status_above(): the first layer that allocates the range
+    answers; if none does, the status of the last layer visited (which reads as zero
+    when it has no backing file). Returns the status and that layer's depth (0 = top).
+    A layer shorter than the range reads as zeros allocated there.
     """
-    node: Node | None = top
+    st = top.block_status(offset, length, want_zero)
+    if st.pnum == 0 or st.flags & BLOCK_ALLOCATED or top is base:
+        return st, 0
+    eof = offset + st.pnum if st.flags & BLOCK_EOF else -1
+    length = st.pnum
     depth = 0
-    first: BlockStatus | None = None
+    backing = top.backing
+    node = backing.node if backing is not None else None
     while node is not None and node is not base:
+        depth += 1
         st = node.block_status(offset, length, want_zero)
-        if first is None:
-            first = st
+        if st.pnum == 0:
+            # Beyond this (shorter) layer: zeros, as if allocated here.
+            st = BlockStatus(BLOCK_ZERO | BLOCK_ALLOCATED, length, 0, node)
+            break
         if st.flags & BLOCK_ALLOCATED:
-            if node is not top and offset + st.pnum > top.getlength():
-                st.pnum = top.getlength() - offset
-            return st, depth
-        if st.flags & BLOCK_EOF and st.pnum == 0:
-            # Past the end of a shorter backing file: reads as zero.
-            st = BlockStatus(BLOCK_ZERO | BLOCK_ALLOCATED, length)
-            return st, depth
-        length = min(length, st.pnum)
+            st.flags &= ~BLOCK_EOF
+            break
+        length = st.pnum
         backing = node.backing
         node = backing.node if backing is not None else None
-        depth += 1
-    assert first is not None
-    first.pnum = min(first.pnum, length)
-    return BlockStatus(first.flags & ~BLOCK_ALLOCATED & ~BLOCK_OFFSET_VALID, first.pnum), depth
+    if offset + st.pnum == eof:
+        st.flags |= BLOCK_EOF
+    return st, depth
 
 
 def is_allocated_above(
