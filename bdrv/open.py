@@ -9,8 +9,10 @@ the node's displayed filename the way bdrv_refresh_filename() does.
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bdrv.driver import Driver, all_drivers, find_driver, find_protocol
@@ -19,12 +21,16 @@ from bdrv.graph import (
     CHILD_IMAGE,
     O_CACHE_MASK,
     O_CHECK,
+    O_COPY_ON_READ,
     O_INACTIVE,
+    O_NO_BACKING,
     O_NO_FLUSH,
     O_NO_IO,
     O_NOCACHE,
     O_PROTOCOL,
     O_RDWR,
+    O_SNAPSHOT,
+    O_TEMPORARY,
     O_UNMAP,
     Node,
     check_node_name,
@@ -146,6 +152,9 @@ def open_node(
                 raise _prefix_backing(exc, depth) from None
     except BaseException:
         for level in levels:
+            for each in list(level.node.walk()):
+                forget_node_name(each)
+        for level in levels:
             if not level.node.parents:
                 level.node.close()
         raise
@@ -216,6 +225,139 @@ def _open_level(
         if not file_node.parents:
             file_node.close()
         raise
+
+
+@dataclass
+class _Level:
+    """One opened layer of a chain: its node and the options nobody consumed yet."""
+
+    node: Node
+    drv_cls: type[Driver]
+    options: dict[str, Any]
+    flags: int
+
+
+@dataclass
+class _BackingRequest:
+    filename: str | None
+    options: dict[str, Any] | None
+    flags: int
+    inherited: dict[str, Any] | None
+
+
+def _prefix_backing(exc: BlockError, depth: int) -> BlockError:
+    return exc.prefixed("Could not open backing file: " * depth) if depth else exc
+
+
+def _check_loop(node: Node, seen: set[tuple[int, int]]) -> None:
+    """A chain that comes back to an image already in it would never end."""
+    file = node.file
+    target = file.node if file is not None else node
+    fd = getattr(target.driver, "fd", -1)
+    if not isinstance(fd, int) or fd < 0:
+        return
+    st = os.fstat(fd)
+    key = (st.st_dev, st.st_ino)
+    if key in seen:
+        raise BlockError(f"Backing file '{node.filename or target.filename}' creates an "
+                         "infinite loop.", errno.ELOOP)
+    seen.add(key)
+
+
+def _backing_request(level: _Level, warn: Warn) -> _BackingRequest | None:
+    """What bdrv_open_backing_file() would open below `level`, or None."""
+    node, options, flags = level.node, level.options, level.flags
+    drv = node.driver
+    backing_file = getattr(drv, "backing_file", None) or ""
+    backing_format = getattr(drv, "backing_format", None) or ""
+    full = getattr(drv, "full_backing_file", None)
+    if drv.protocol_name is None:
+        # The tools read these from the node (ImageInfo's backing fields).
+        if full is None and backing_file:
+            try:
+                full = full_backing_filename(node, backing_file)
+            except BlockError:
+                full = None
+        node.backing_file = backing_file  # type: ignore[attr-defined]
+        node.backing_format = backing_format  # type: ignore[attr-defined]
+        node.full_backing_file = full  # type: ignore[attr-defined]
+        node.auto_backing_file = backing_file  # type: ignore[attr-defined]
+    if flags & O_NO_BACKING:
+        return None
+    child_opts = extract_child_options(options, "backing")
+    reference = options.get("backing")
+    if isinstance(reference, str):
+        raise BlockError(f"Cannot find device='{reference}' nor node-name='{reference}'",
+                         errno.ENODEV)
+    filename: str | None = None
+    if "file.filename" not in child_opts and not isinstance(child_opts.get("file"), str):
+        if not backing_file and not child_opts:
+            return None
+        if backing_file:
+            filename = getattr(drv, "full_backing_file", None) or \
+                full_backing_filename(node, backing_file)
+    if not drv.supports_backing:
+        raise BlockError("Driver doesn't support backing files")
+    node.implicit_backing = not child_opts  # type: ignore[attr-defined]
+    if backing_format and "driver" not in child_opts:
+        child_opts["driver"] = backing_format
+    child_flags = flags & ~(O_SNAPSHOT | O_NO_BACKING | O_COPY_ON_READ | O_TEMPORARY
+                            | O_PROTOCOL)
+    inherit = {k: v for k, v in options.items()
+               if k in ("cache.direct", "cache.no-flush", "force-share")}
+    inherit.update({k: v for k, v in node.explicit_options.items()
+                    if k in ("cache.direct", "cache.no-flush", "force-share")})
+    inherit.setdefault("read-only", "on")
+    inherit.setdefault("auto-read-only", "off")
+    inherit.setdefault("discard", "unmap")
+    return _BackingRequest(filename, child_opts, child_flags, inherit)
+
+
+def _attach_backing(node: Node, backing: Node) -> None:
+    from bdrv.graph import CHILD_COW
+
+    if getattr(node, "implicit_backing", False):
+        # The image's own backing name now means this node (auto_backing_file).
+        node.auto_backing_file = backing.filename  # type: ignore[attr-defined]
+    node.attach_child(backing, "backing", CHILD_COW)
+    validate = getattr(node.driver, "validate_backing", None)
+    if callable(validate):
+        validate(backing)
+
+
+def _finish_level(level: _Level) -> None:
+    _reject_leftovers(level.drv_cls, level.options)
+    refresh_filename(level.node)
+
+
+def _dirname(node: Node) -> str:
+    """bdrv_dirname(): the directory of the primary (file) child's name."""
+    current = node
+    while current.driver.protocol_name is None:
+        file = current.file
+        if file is None:
+            raise BlockError("Cannot generate a base directory for "
+                             f"{current.driver.format_name} nodes")
+        current = file.node
+    exact = getattr(current, "exact_filename", "") or current.filename
+    if not exact:
+        raise BlockError(f"Cannot generate a base directory for {current.driver.format_name} "
+                         "nodes")
+    return _path_dir(exact)
+
+
+def _path_dir(base: str) -> str:
+    """path_combine(base, ""): `base` up to its last '/', protocol prefix kept."""
+    start = base.find(":") + 1 if path_has_protocol(base) else 0
+    slash = base.rfind("/")
+    return base[: slash + 1] if slash >= start else base[:start]
+
+
+def full_backing_filename(node: Node, backing: str) -> str:
+    """bdrv_get_full_backing_filename(): verbatim if absolute or with a protocol."""
+    if path_has_protocol(backing) or backing.startswith("/"):
+        return backing
+    return _dirname(node) + backing
 
 
 def _parse_json(filename: str) -> dict[str, Any]:
@@ -372,8 +514,19 @@ _STRONG_OPTIONS_ATTR = "strong_options"
 
 def full_open_options(node: Node) -> dict[str, Any]:
     """The options that fully describe `node` (bs->full_open_options)."""
-    opts, _ = _gather(node)
-    return opts
+    cached = getattr(node, "full_open_options", None)
+    if cached is None:
+        refresh_filename(node)
+        cached = node.full_open_options  # type: ignore[attr-defined]
+    return dict(cached)
+
+
+def backing_overridden(node: Node) -> bool:
+    """bdrv_backing_overridden(): the backing node is not what the image names."""
+    backing = node.backing
+    if backing is None:
+        return False
+    return str(getattr(node, "auto_backing_file", "")) != backing.node.filename
 
 
 def _gather(node: Node) -> tuple[dict[str, Any], bool]:
@@ -386,27 +539,46 @@ def _gather(node: Node) -> tuple[dict[str, Any], bool]:
         if key in node.options:
             opts[key] = node.options[key]
             strong = True
+    overridden = backing_overridden(node)
     for child in node.children:
-        if child.name == "backing":
+        if child.name == "backing" and not overridden:
             continue
-        opts[child.name] = full_open_options(child.node)
-    return opts, strong
+        opts[child.name] = dict(child.node.full_open_options)  # type: ignore[attr-defined]
+    return opts, strong or overridden
 
 
 def refresh_filename(node: Node) -> None:
-    """Set node.filename as bdrv_refresh_filename() would."""
+    """Set node.filename (and full_open_options) as bdrv_refresh_filename() would.
+
+    Children first, without recursion: a deep backing chain is a long path.
+    """
+    order: list[Node] = []
+    stack = [node]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        order.append(current)
+        stack.extend(child.node for child in current.children)
+    for current in reversed(order):
+        _refresh_one(current)
+
+
+def _refresh_one(node: Node) -> None:
     drv = node.driver
     if drv.protocol_name is not None:
         node.filename = str(getattr(drv, "filename", node.filename))
         node.exact_filename = node.filename  # type: ignore[attr-defined]
+        opts, _ = _gather(node)
+        node.full_open_options = opts  # type: ignore[attr-defined]
         return
-    for child in node.children:
-        refresh_filename(child.node)
     opts, strong = _gather(node)
     exact = ""
     file = node.file
     if not strong and file is not None:
         exact = getattr(file.node, "exact_filename", "")
     node.exact_filename = exact  # type: ignore[attr-defined]
+    node.full_open_options = opts  # type: ignore[attr-defined]
     node.filename = exact if exact else "json:" + to_json(opts)
-
