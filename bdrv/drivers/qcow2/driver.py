@@ -65,6 +65,29 @@ OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount tabl
 ENOMEDIUM = 123
 
 
+def read_chain(top: Node, offset: int, length: int) -> bytes:
+    """Read through a backing chain without recursion (chains can be very deep).
+
+    qcow2 layers are resolved here; any other backing format is read as a whole.
+    Beyond the end of a shorter backing file the data reads as zeros.
+    """
+    out = bytearray(length)
+    work: list[tuple[Node, int, int, int]] = [(top, offset, length, 0)]
+    while work:
+        node, off, n, pos = work.pop()
+        drv = node.driver
+        if not isinstance(drv, Qcow2Driver):
+            out[pos : pos + n] = node.pread(off, n)
+            continue
+        if node is not top:
+            drv._alive()
+            n = min(n, drv.size - off)
+            if n <= 0:
+                continue
+        drv._read_layer(node, off, n, out, pos, work)
+    return bytes(out)
+
+
 @register
 class Qcow2Driver(Driver):
     format_name = "qcow2"
@@ -292,25 +315,26 @@ class Qcow2Driver(Driver):
 
     def pread(self, offset: int, length: int) -> bytes:
         self._alive()
-        parts: list[bytes] = []
+        return read_chain(self.node, offset, length)
+
+    def _read_layer(self, node: Node, offset: int, length: int, out: bytearray, pos: int,
+                    work: list[tuple[Node, int, int, int]]) -> None:
+        """Fill `out` from this layer; ranges it leaves to its backing file go on `work`."""
         while length > 0:
             sc_type, host, n = self.map.lookup(offset, min(length, 1 << 30))
             if sc_type in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC):
-                backing = self.node.backing
-                parts.append(backing.node.pread(offset, n) if backing is not None
-                             else bytes(n))
-            elif sc_type in (SC_ZERO_PLAIN, SC_ZERO_ALLOC):
-                parts.append(bytes(n))
+                backing = node.backing
+                if backing is not None:
+                    work.append((backing.node, offset, n, pos))
             elif sc_type == SC_COMPRESSED:
                 n = min(n, self.cluster_size - (offset & (self.cluster_size - 1)))
-                cluster = self._read_compressed(host)
                 start = offset & (self.cluster_size - 1)
-                parts.append(cluster[start : start + n])
-            else:
-                parts.append(bytes(self.file.pread(host, n)))
+                out[pos : pos + n] = self._read_compressed(host)[start : start + n]
+            elif sc_type == SC_NORMAL:
+                out[pos : pos + n] = self.file.pread(host, n)
             offset += n
+            pos += n
             length -= n
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_compressed(self, entry: int) -> bytes:
         if self._last_compressed is not None and self._last_compressed[0] == entry:

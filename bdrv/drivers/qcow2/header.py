@@ -185,7 +185,7 @@ def read_header(read: ReadFn, flags_check: bool, rdwr: bool) -> Qcow2Header:
     if hdr.refcount_order > 6:
         raise BlockError("Reference count entry width too large; may not exceed 64 bits")
     if hdr.crypt_method > 2:
-        raise BlockError(f"Unsupported encryption method: {hdr.crypt_method}")
+        raise BlockError(f"Unsupported encryption method {hdr.crypt_method}")
     if hdr.refcount_table_clusters == 0 and not flags_check:
         raise BlockError("Image does not contain a reference count table")
     _check_table(cluster_size, hdr.refcount_table_offset, hdr.refcount_table_clusters,
