@@ -500,6 +500,19 @@ class Qcow2Driver(Driver):
         counted = int(np.count_nonzero(self.rc.get_range(0, end_cluster)))
         return counted >= threshold
 
+    def has_zero_init(self) -> bool:
+        """qcow2_has_zero_init(): without preallocated L2 tables a new image reads zero."""
+        preallocated = self.map.l1_size > 0 and int(self.map.l1[0]) != 0
+        if not preallocated:
+            return True
+        if self.hdr.crypt_method:
+            return False
+        # Preallocated: the data clusters read as whatever the file holds there.
+        hook = getattr(self.file.driver, "has_zero_init", None)
+        if callable(hook):
+            return bool(hook())
+        return bool(getattr(self.file.driver, "is_regular", False))
+
     # -- information ----------------------------------------------------------------
     def get_info(self) -> dict[str, Any]:
         l2_bits = self.map.l2_bits
