@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bdrv.tools.glibc_getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
+from bdrv.tools.getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
 from bdrv.tools.img_convert_copy import SECTOR, sparse_runs, target_alignment
 from bdrv.tools.output import dump_human, hex_column, json_pretty, size_to_str
 from bdrv.tools.progress import Progress
@@ -72,9 +72,9 @@ def _scan(argv: list[str], optstring: str, longopts: tuple[LongOpt, ...] = ()
     while True:
         key = scan.next_option()
         if key is END:
-            return seen, "", scan.operands()
+            return seen, "", scan.operands
         if key in (UNKNOWN, MISSING):
-            return seen, f"{key} {scan.failed_arg}", scan.operands()
+            return seen, f"{key} {scan.failed_arg}", scan.operands
         seen.append((key, scan.optarg))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bdrv.tools.gnu_getopt import BAD_OPTION, GetOpt, LongOption
+from bdrv.tools.getopt import UNKNOWN, Getopt, LongOpt
 from bdrv.tools.io_commands import c_strtol
 from bdrv.tools.io_output import STDIO_BUFSIZ, StdoutBuffer, cvtstr, hex_dump, report_lines
 from bdrv.tools.io_readline import LineEditor
@@ -52,15 +52,15 @@ def test_c_strtol(text: str, value: int | None) -> None:
     assert c_strtol(text) == value
 
 
-LONG = (LongOption("cmd", True, "c"), LongOption("copy-on-read", False, "C"),
-        LongOption("cache", True, "t"), LongOption("help", False, "h"))
+LONG = (LongOpt("cmd", True, "c"), LongOpt("copy-on-read", False, "C"),
+        LongOpt("cache", True, "t"), LongOpt("help", False, "h"))
 
 
 def _scan(args: list[str], short: str = "c:Cht:") -> tuple[list[tuple[str, str | None]],
                                                              list[str], str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        parser = GetOpt("prog", args, short, LONG)
+        parser = Getopt(["prog", *args], short, LONG)
         found = list(parser)
     return found, parser.operands, err.getvalue()
 
@@ -73,7 +73,7 @@ def test_getopt_permutes_and_stops_at_dashdash() -> None:
 
 def test_getopt_long_forms() -> None:
     found, _, err = _scan(["--cmd=x", "--cac", "y", "--he", "--c"])
-    assert found == [("c", "x"), ("t", "y"), ("h", None), (BAD_OPTION, None)]
+    assert found == [("c", "x"), ("t", "y"), ("h", None), (UNKNOWN, None)]
     assert err == "prog: option '--c' is ambiguous; possibilities: '--cmd' '--copy-on-read'" \
                   " '--cache'\n"
 
@@ -87,7 +87,7 @@ def test_getopt_long_forms() -> None:
 ])
 def test_getopt_errors(args: list[str], message: str) -> None:
     found, _, err = _scan(args)
-    assert found == [(BAD_OPTION, None)] and err == message
+    assert found == [(UNKNOWN, None)] and err == message
 
 
 def test_stdout_fully_buffered_on_a_file(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from bdrv.errors import BlockError
 from bdrv.graph import O_CACHE_MASK, O_NO_FLUSH, O_NOCACHE
 from bdrv.options import parse_opts
 from bdrv.tools import img_help
-from bdrv.tools.glibc_getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
+from bdrv.tools.getopt import END, MISSING, UNKNOWN, Getopt, LongOpt
 from bdrv.tools.output import write_stdout
 
 HUMAN, JSON = "human", "json"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from bdrv.errors import BlockError
 from bdrv.graph import PERM_RESIZE, PERM_WRITE
 from bdrv.sizes import parse_io_number
-from bdrv.tools.gnu_getopt import GetOpt
+from bdrv.tools.getopt import Getopt
 from bdrv.tools.io_help import DISCARD_HELP, SIGRAISE_HELP
 from bdrv.tools.io_output import cvtstr
 from bdrv.tools.io_session import CMD_FLAG_GLOBAL, CMD_NOFILE_OK, IoSession
@@ -51,9 +51,10 @@ class Command:
 def command_table() -> dict[str, Command]:
     """All commands, keyed and ordered by name (as qemu-io sorts them)."""
     from bdrv.tools.io_open import OPEN_COMMANDS
+    from bdrv.tools.io_reopen import REOPEN_COMMANDS
     from bdrv.tools.io_rw import RW_COMMANDS
 
-    cmds = [*MISC_COMMANDS, *RW_COMMANDS, *OPEN_COMMANDS]
+    cmds = [*MISC_COMMANDS, *RW_COMMANDS, *OPEN_COMMANDS, *REOPEN_COMMANDS]
     return {c.name: c for c in sorted(cmds, key=lambda c: c.name)}
 
 
@@ -117,9 +118,9 @@ def usage(sess: IoSession, cmd: Command) -> int:
     return EINVAL
 
 
-def options(argv: list[str], spec: str) -> GetOpt:
+def options(argv: list[str], spec: str) -> Getopt:
     """getopt over a command's words; messages are prefixed with the word typed."""
-    return GetOpt(argv[0], argv[1:], spec)
+    return Getopt(list(argv), spec)
 
 
 def number(sess: IoSession, text: str) -> int | None:

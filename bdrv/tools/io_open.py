@@ -7,7 +7,7 @@ from typing import Any
 from bdrv.errors import BlockError
 from bdrv.graph import O_COPY_ON_READ, O_NATIVE_AIO, O_NOCACHE, O_RDWR, O_SNAPSHOT, O_UNMAP
 from bdrv.options import parse_opts
-from bdrv.tools.gnu_getopt import BAD_OPTION
+from bdrv.tools.getopt import UNKNOWN
 from bdrv.tools.io_commands import EINVAL, Command, options, usage
 from bdrv.tools.io_help import OPEN_HELP
 from bdrv.tools.io_openflags import parse_aio_mode, parse_cache_mode, parse_discard_mode
@@ -68,7 +68,7 @@ def open_f(sess: IoSession, argv: list[str]) -> int:
             if not parse_option_string(sess, arg, opts):
                 return EINVAL
         else:
-            assert opt == BAD_OPTION
+            assert opt == UNKNOWN
             return usage(sess, OPEN)
     if not read_only:
         flags |= O_RDWR

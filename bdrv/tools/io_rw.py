@@ -16,7 +16,7 @@ from typing import Any
 from bdrv.errors import BlockError
 from bdrv.graph import PERM_WRITE, Node
 from bdrv.request import REQ_FUA, REQ_MAY_UNMAP, REQ_NO_FALLBACK, REQ_WRITE_COMPRESSED
-from bdrv.tools.gnu_getopt import BAD_OPTION
+from bdrv.tools.getopt import UNKNOWN
 from bdrv.tools.io_commands import (
     EINVAL,
     Command,
@@ -182,7 +182,7 @@ def read_f(sess: IoSession, argv: list[str]) -> int:
             o.pattern = parse_pattern(sess, value or "")
             if o.pattern is None:
                 return EINVAL
-        elif opt == BAD_OPTION:
+        elif opt == UNKNOWN:
             return usage(sess, READ)
         else:
             vmstate |= opt == "b"
@@ -254,7 +254,7 @@ def _vector_opts(sess: IoSession, argv: list[str], spec: str, cmd: Command
             kind = "read" if cmd.name == "aio_read" else "write"
             sess.printf(f"injecting invalid {kind} request\n")
             return 0
-        elif opt == BAD_OPTION:
+        elif opt == UNKNOWN:
             return usage(sess, cmd)
         else:
             o.machine |= opt == "C"
@@ -341,7 +341,7 @@ def write_f(sess: IoSession, argv: list[str]) -> int:
     source = ""
     parser = options(argv, "bcCfnpP:qs:uz")
     for opt, value in parser:
-        if opt == BAD_OPTION:
+        if opt == UNKNOWN:
             return usage(sess, WRITE)
         if opt == "P":
             pattern = parse_pattern(sess, value or "")

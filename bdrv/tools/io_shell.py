@@ -18,7 +18,7 @@ import bdrv
 from bdrv.errors import BlockError
 from bdrv.graph import O_COPY_ON_READ, O_NATIVE_AIO, O_NOCACHE, O_RDWR, O_SNAPSHOT, O_UNMAP
 from bdrv.options import parse_opts
-from bdrv.tools.gnu_getopt import BAD_OPTION, GetOpt, LongOption
+from bdrv.tools.getopt import UNKNOWN, Getopt, LongOpt
 from bdrv.tools.io_commands import command_table, run_command_line
 from bdrv.tools.io_open import parse_option_string
 from bdrv.tools.io_openflags import parse_aio_mode, parse_cache_mode, parse_discard_mode
@@ -30,23 +30,23 @@ MAX_FGETS = 1023
 
 _SHORT = "hVc:d:f:rsnCmki:t:T:U"
 _LONG = (
-    LongOption("help", False, "h"),
-    LongOption("version", False, "V"),
-    LongOption("cmd", True, "c"),
-    LongOption("format", True, "f"),
-    LongOption("read-only", False, "r"),
-    LongOption("snapshot", False, "s"),
-    LongOption("nocache", False, "n"),
-    LongOption("copy-on-read", False, "C"),
-    LongOption("misalign", False, "m"),
-    LongOption("native-aio", False, "k"),
-    LongOption("aio", True, "i"),
-    LongOption("discard", True, "d"),
-    LongOption("cache", True, "t"),
-    LongOption("trace", True, "T"),
-    LongOption("object", True, "object"),
-    LongOption("image-opts", False, "image-opts"),
-    LongOption("force-share", False, "U"),
+    LongOpt("help", False, "h"),
+    LongOpt("version", False, "V"),
+    LongOpt("cmd", True, "c"),
+    LongOpt("format", True, "f"),
+    LongOpt("read-only", False, "r"),
+    LongOpt("snapshot", False, "s"),
+    LongOpt("nocache", False, "n"),
+    LongOpt("copy-on-read", False, "C"),
+    LongOpt("misalign", False, "m"),
+    LongOpt("native-aio", False, "k"),
+    LongOpt("aio", True, "i"),
+    LongOpt("discard", True, "d"),
+    LongOpt("cache", True, "t"),
+    LongOpt("trace", True, "T"),
+    LongOpt("object", True, "object"),
+    LongOpt("image-opts", False, "image-opts"),
+    LongOpt("force-share", False, "U"),
 )
 
 _USAGE = """Usage: {0} [OPTIONS]... [-c STRING]... [file]
@@ -167,7 +167,7 @@ def _run(sess: IoSession, argv: list[str]) -> int:
 
 def _parse_command_line(sess: IoSession, argv: list[str]) -> _Settings:
     s = _Settings()
-    parser = GetOpt(argv[0] if argv else sess.prog, argv[1:], _SHORT, _LONG)
+    parser = Getopt([argv[0] if argv else sess.prog, *argv[1:]], _SHORT, _LONG)
     for opt, value in parser:
         arg = value or ""
         if opt in ("s", "n", "C", "k"):
@@ -192,7 +192,7 @@ def _parse_command_line(sess: IoSession, argv: list[str]) -> _Settings:
         elif opt in ("h", "V"):
             sess.printf(_USAGE.format(sess.prog) if opt == "h" else _version(sess.prog))
             raise _Exit(0)
-        elif opt == BAD_OPTION:
+        elif opt == UNKNOWN:
             sess.printf(_USAGE.format(sess.prog))
             raise _Exit(1)
         else:
