@@ -30,6 +30,8 @@ CASES = [
     ["--"],
     ["-q", "create", "x.raw", "1M"],
     ["info", "-xU", "t.raw"],
+    ["info", "-U\u00e9", "t.raw"],   # glibc scans bytes: optind stays on the cluster
+    ["info", "--foo=bar", "t.raw"],
     ["create", "-xq", "x.raw", "1M"],
     ["map", "t.raw", "-xq"],
     ["convert", "-xO", "raw", "t.raw", "u.raw"],

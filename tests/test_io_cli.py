@@ -40,6 +40,8 @@ CLI_CASES: dict[str, list[str]] = {
     "bad_short": ["-x", "t.raw"],
     "bad_long": ["--foo", "t.raw"],
     "ambiguous": ["--c", "x", "t.raw"],
+    "bad_long_with_value": ["--foo=bar", "t.raw"],
+    "ambiguous_with_value": ["--c=x", "t.raw"],
     "abbrev_cache": ["--cach=none", "-f", "raw", "-c", "info", "t.raw"],
     "abbrev_format": ["--form", "raw", "--cmd=length", "t.raw"],
     "missing_arg_short": ["-c"],

@@ -82,6 +82,9 @@ def test_getopt_long_forms() -> None:
     (["-x"], "prog: invalid option -- 'x'\n"),
     (["-c"], "prog: option requires an argument -- 'c'\n"),
     (["--foo"], "prog: unrecognized option '--foo'\n"),
+    (["--foo=1"], "prog: unrecognized option '--foo=1'\n"),
+    (["--c=1"], "prog: option '--c=1' is ambiguous; possibilities: '--cmd' '--copy-on-read'"
+                " '--cache'\n"),
     (["--help=1"], "prog: option '--help' doesn't allow an argument\n"),
     (["--cmd"], "prog: option '--cmd' requires an argument\n"),
 ])

@@ -8,7 +8,8 @@ step instead of approximating it:
   after the scan `optind` is the first operand (a leading '+' in the option string
   stops at the first operand instead);
 - "--" ends the options, a lone "-" is an operand, clusters ("-xU") and attached
-  arguments ("-fraw") are split, long options may be abbreviated to a unique prefix;
+  arguments ("-fraw") are split byte by byte (a multi-byte character is several
+  letters), long options may be abbreviated to a unique prefix;
 - `optind` only moves past a cluster once its last letter is read, so
   argv[optind - 1] (`failed_arg`) is exactly what qemu-img names in its own
   "unrecognized option" and "missing argument" messages.
@@ -54,7 +55,7 @@ class Getopt:
         self.longopts = longopts
         self.optind = 1
         self.optarg: str | None = None
-        self._next_char = ""
+        self._next_char = b""  # the rest of a cluster, as bytes (glibc's nextchar)
         self._first_nonopt = 1
         self._last_nonopt = 1
 
@@ -121,32 +122,31 @@ class Getopt:
             arg = self.argv[self.optind]
             if self.longopts and arg.startswith("--"):
                 return self._long_option(arg[2:])
-            self._next_char = arg[1:]
+            self._next_char = arg[1:].encode("utf-8", "surrogateescape")
         return self._short_option()
 
     def _short_option(self) -> str:
-        char, self._next_char = self._next_char[0], self._next_char[1:]
+        byte, self._next_char = self._next_char[:1], self._next_char[1:]
+        char = byte.decode("utf-8", "surrogateescape")
         if not self._next_char:
             self.optind += 1
         spec = self.shortopts.find(char)
         if spec < 0 or char in ":;":
-            # glibc scans bytes: a multi-byte character shows its first byte.
-            first = char.encode("utf-8", "surrogateescape")[:1]
-            self._error(f"invalid option -- '{first.decode('utf-8', 'surrogateescape')}'")
+            self._error(f"invalid option -- '{char}'")
             return UNKNOWN
         if self.shortopts[spec + 1 : spec + 2] != ":":
             return char
         if self._next_char:
-            self.optarg = self._next_char
+            self.optarg = self._next_char.decode("utf-8", "surrogateescape")
             self.optind += 1
         elif self.optind == len(self.argv):
-            self._next_char = ""
+            self._next_char = b""
             self._error(f"option requires an argument -- '{char}'")
             return MISSING if self.silent else UNKNOWN
         else:
             self.optarg = self.argv[self.optind]
             self.optind += 1
-        self._next_char = ""
+        self._next_char = b""
         return char
 
     def _long_option(self, body: str) -> str:
@@ -156,14 +156,14 @@ class Getopt:
         if found is None:
             prefixed = [o for o in self.longopts if o.name.startswith(name)]
             if not prefixed:
-                self._error(f"unrecognized option '--{name}'")
+                self._error(f"unrecognized option '--{body}'")
                 return UNKNOWN
             found = prefixed[0]
             # Matches that would act differently from the first make it ambiguous.
             others = [o for o in prefixed[1:] if (o.has_arg, o.key) != (found.has_arg, found.key)]
             if others:
                 choices = "".join(f" '--{o.name}'" for o in [found, *others])
-                self._error(f"option '--{name}' is ambiguous; possibilities:{choices}")
+                self._error(f"option '--{body}' is ambiguous; possibilities:{choices}")
                 return UNKNOWN
         if eq:
             if not found.has_arg:
