@@ -2,7 +2,8 @@
 
 Exit codes: 0 clean, 1 check failed, 2 corruptions, 3 only leaks, 63 the format has no
 check. The driver's check(fix) returns a result object (corruptions, leaks, ...,
-`bfi` fragmentation counters); missing attributes count as 0.
+`bfi` fragmentation counters, `messages` printed to stderr first); missing attributes
+count as 0.
 """
 
 from __future__ import annotations
@@ -78,9 +79,16 @@ def run(img: Img, argv: list[str]) -> int:
         blk.close()
 
 
-def _collect(node: Any, filename: str, fix: int) -> dict[str, Any]:
-    """The ImageCheck fields in schema order; optional ones only when non-zero."""
+def _collect(img: Img, node: Any, filename: str, fix: int) -> dict[str, Any]:
+    """The ImageCheck fields in schema order; optional ones only when non-zero.
+
+    The driver's per-problem lines (`messages`: "ERROR ...", "Leaked ...",
+    "Repairing ...") go to stderr as the checker found them, before any summary and
+    whatever the output format or -q, as qcow2's fprintf(stderr) lines do in qemu-img.
+    """
     result = node.driver.check(fix)
+    for message in getattr(result, "messages", None) or ():
+        img.raw_warning(str(message))
     bfi = getattr(result, "bfi", None)
 
     def count(obj: Any, name: str) -> int:
@@ -111,7 +119,7 @@ def _collect(node: Any, filename: str, fix: int) -> dict[str, Any]:
 def _check(img: Img, node: Any, filename: str, fix: int, output_format: str,
            quiet: bool) -> int:
     try:
-        check = _collect(node, filename, fix)
+        check = _collect(img, node, filename, fix)
         if check.get("corruptions-fixed") or check.get("leaks-fixed"):
             fixed: dict[str, Any] = {
                 k: check[k] for k in ("leaks-fixed", "corruptions-fixed") if k in check
@@ -121,7 +129,7 @@ def _check(img: Img, node: Any, filename: str, fix: int, output_format: str,
                            f"    {check.get('leaks-fixed', 0)} leaked clusters\n"
                            f"    {check.get('corruptions-fixed', 0)} corruptions\n\n"
                            "Double checking the fixed image now...\n")
-            check = _collect(node, filename, 0)
+            check = _collect(img, node, filename, 0)
             check = _with_fixed(check, fixed)
     except BlockError as exc:
         if exc.errno == errno.ENOTSUP:

@@ -41,8 +41,19 @@ def find_format_driver(fmt: str) -> type[Driver]:
     return drv
 
 
-def create_option_list(drv: type[Driver], proto: type[Driver] | None) -> OptionList:
-    options = OptionList(drv.create_options)
+def create_option_list(drv: type[Driver], proto: type[Driver] | None,
+                       *, with_backing: bool = False) -> OptionList:
+    """The options create accepts in `-o`: the format's, then the protocol's.
+
+    A driver whose backing options QEMU 7.2 does not have (vpc: `-b` makes a
+    differencing image, which 7.2 cannot create) keeps them in `create_backing_options`:
+    only -b/-F set them, so `-o` and `-o help` stay as in 7.2. `with_backing` appends
+    them (after the format's own) for the "Formatting ..." line.
+    """
+    descs = tuple(drv.create_options)
+    if with_backing:
+        descs += tuple(getattr(drv, "create_backing_options", ()))
+    options = OptionList(descs)
     if proto is not None:
         options = options.append(OptionList(proto.create_options))
     return options
@@ -146,6 +157,9 @@ def img_create(
         values["size"] = size
     elif size != UNSET:
         raise BlockError("The image size must be specified only once")
+    extra_backing: tuple[object, ...] = tuple(getattr(drv, "create_backing_options", ()))
+    if (base_filename is not None or base_fmt is not None) and extra_backing:
+        optlist = create_option_list(drv, proto, with_backing=True)
     if base_filename is not None:
         if optlist.find("backing_file") is None:
             raise BlockError(f"Backing file not supported for file format '{fmt}'")

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from bdrv.graph import Node
 
 INT_MAX = 2**31 - 1
+# QEMU's BDRV_MAX_LENGTH: INT64_MAX aligned down to BDRV_MAX_ALIGNMENT (1 GiB).
+BDRV_MAX_LENGTH = (2**63 - 1) // 2**30 * 2**30
 # Sector bitmaps kept in memory (each one covers one block).
 BITMAP_CACHE_SIZE = 256
 
@@ -197,6 +199,10 @@ class VpcDriver(Driver):
         self.bat_offset = header.table_offset
         file_size = file.getlength()
         table_bytes = entries * 4
+        if self.bat_offset > BDRV_MAX_LENGTH or table_bytes > BDRV_MAX_LENGTH - self.bat_offset:
+            # 7.2's read of the table fails in bdrv_check_request (EIO) before any
+            # other check of where it lies.
+            raise BlockError("Error reading pagetable", errno.EIO)
         # Only the part of the table inside the file is read; the rest reads as zeros.
         inside = max(0, min(table_bytes, file_size - self.bat_offset))
         try:
