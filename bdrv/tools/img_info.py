@@ -23,7 +23,7 @@ from bdrv.tools.img_common import (
     parse_output_format,
     print_help,
 )
-from bdrv.tools.output import dump_human, json_pretty, size_to_str, snapshot_table
+from bdrv.tools.output import dump_specific_info, json_pretty, size_to_str, snapshot_table
 
 _LONG = long_opts("help/h", "format:/f", "output:", "backing-chain", "object:", "image-opts",
                   "force-share/U")
@@ -163,12 +163,5 @@ def human_info(info: dict[str, Any]) -> str:
         out.append(snapshot_table(info["snapshots"]))
     if "format-specific" in info:
         out.append("Format specific information:\n")
-        out.append(dump_human(_specific_data(info["format-specific"])))
+        out.append(dump_specific_info(info["format-specific"]))
     return "".join(out)
-
-
-def _specific_data(specific: Any) -> Any:
-    """ImageInfoSpecific is {"type": ..., "data": {...}}; the dump shows the data only."""
-    if isinstance(specific, dict) and set(specific) == {"type", "data"}:
-        return specific["data"]
-    return specific

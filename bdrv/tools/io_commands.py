@@ -186,7 +186,7 @@ def info_f(sess: IoSession, argv: list[str]) -> int:
     except BlockError:
         return -errno.EIO
     if specific:
-        from bdrv.tools.io_specific import dump_specific_info
+        from bdrv.tools.output import dump_specific_info
 
         sess.printf("Format specific information:\n" + dump_specific_info(specific))
     return 0

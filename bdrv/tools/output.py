@@ -4,6 +4,7 @@
 - `json_pretty`: qobject_to_json_pretty(): four-space indents, keys in QDict order;
 - `dump_human`: the "Format specific information:" dump of nested values
   (block/qapi.c's dump_qobject), keys in QDict order, dashes shown as spaces;
+  `dump_specific_info` applies it to ImageInfoSpecific (the union's data only);
 - `hex_column`: printf's "%#-16" PRIx64 (plain "0" for zero);
 - `write_stdout`: stdout writes that survive a closed pipe.
 
@@ -78,6 +79,17 @@ def dump_human(value: Any, indent: int = 1) -> str:
     out: list[str] = []
     _dump(value, indent, out)
     return "".join(out)
+
+
+def dump_specific_info(specific: Any) -> str:
+    """The lines under "Format specific information:" (qemu-img info, qemu-io info).
+
+    ImageInfoSpecific is the QAPI union {"type": ..., "data": {...}}; only the data is
+    shown. A driver's get_specific_info() may also return the data alone.
+    """
+    if isinstance(specific, dict) and set(specific) == {"type", "data"}:
+        specific = specific["data"]
+    return dump_human(specific)
 
 
 def _scalar_text(value: Any) -> str:
