@@ -74,7 +74,7 @@ def file_state(path: Path) -> tuple[object, ...]:
     if path.is_dir():
         return ("dir",)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return (path.stat().st_size, digest, tuple(_extents(path)))
+    return (path.stat().st_size, digest, tuple(data_ranges(path)))
 
 
 def allocated_blocks(path: Path) -> int:
@@ -91,8 +91,8 @@ def allocated_blocks(path: Path) -> int:
 BLOCKS_SLACK = 16
 
 
-def _extents(path: Path) -> list[tuple[int, int]]:
-    """Data ranges by SEEK_DATA/SEEK_HOLE."""
+def data_ranges(path: Path) -> list[tuple[int, int]]:
+    """Where the file holds data (SEEK_DATA/SEEK_HOLE), to compare sparseness."""
     extents = []
     fd = os.open(path, os.O_RDONLY)
     try:

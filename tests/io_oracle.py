@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from img_oracle import data_ranges
 
 from bdrv.tools.io_shell import main
 
@@ -119,21 +120,6 @@ def run_bdrv(args: list[str], cwd: Path, stdin: str = "") -> Run:
         sys.stdin = old_stdin
         os.chdir(old_cwd)
     return Run(out.getvalue(), err.getvalue(), status)
-
-
-def data_ranges(path: Path) -> list[tuple[int, int]]:
-    """Where the file holds data (SEEK_DATA/SEEK_HOLE), to compare sparseness."""
-    ranges = []
-    with open(path, "rb") as f:
-        fd, end, pos = f.fileno(), os.fstat(f.fileno()).st_size, 0
-        while pos < end:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            pos = os.lseek(fd, start, os.SEEK_HOLE)
-            ranges.append((start, pos))
-    return ranges
 
 
 def snapshot(d: Path) -> dict[str, tuple[bytes, list[tuple[int, int]]]]:

@@ -6,9 +6,6 @@ Both tools create the image in their own directory; outputs, exit codes and the 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import sys
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from img_oracle import bdrv_img  # noqa: E402
 from vpc_helpers import masked, needs_qemu, qemu_img  # noqa: E402
 
 from bdrv.drivers.vpc.footer import (  # noqa: E402
@@ -25,20 +23,6 @@ from bdrv.drivers.vpc.footer import (  # noqa: E402
     rounded_image_size,
 )
 from bdrv.errors import BlockError  # noqa: E402
-from bdrv.tools.img import main  # noqa: E402
-
-
-def bdrv_img(cwd: Path, *args: str) -> tuple[str, str, int]:
-    out, err = io.StringIO(), io.StringIO()
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            status = main(["qemu-img", *args])
-    finally:
-        os.chdir(old)
-    return out.getvalue(), err.getvalue(), status
-
 
 CASES = [
     ([], "1M"), ([], "1000000"), ([], "10G"), ([], "0"), ([], "127G"), ([], "2040G"),
@@ -60,8 +44,8 @@ def test_create_matches_qemu(tmp_path: Path, opts: list[str], size: str | None) 
     bdir.mkdir()
     args = ["create", "-f", "vpc", *opts, "t.vhd", *([size] if size else [])]
     q = qemu_img(*args, cwd=qdir)
-    b_out, b_err, b_status = bdrv_img(bdir, *args)
-    assert (b_out, b_err, b_status) == (q.stdout, q.stderr, q.returncode)
+    b = bdrv_img(bdir, *args)
+    assert (b.stdout, b.stderr, b.status) == (q.stdout, q.stderr, q.returncode)
     qfile, bfile = qdir / "t.vhd", bdir / "t.vhd"
     assert qfile.exists() == bfile.exists()
     if qfile.exists():
