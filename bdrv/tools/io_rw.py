@@ -61,6 +61,15 @@ def parse_pattern(sess: IoSession, text: str) -> int | None:
     return value
 
 
+def _vector_request(sess: IoSession, operands: list[str]) -> tuple[int, list[int]] | None:
+    """The offset and lengths of readv/writev/aio_*, or None (reported)."""
+    offset = number(sess, operands[0])
+    if offset is None:
+        return None
+    lengths = _lengths(sess, operands[1:])
+    return None if lengths is None else (offset, lengths)
+
+
 def _lengths(sess: IoSession, args: list[str]) -> list[int] | None:
     """create_iovec(): the lengths of a vectored request, or None (reported)."""
     lengths: list[int] = []
@@ -274,12 +283,10 @@ def readv_f(sess: IoSession, argv: list[str]) -> int:
     if isinstance(parsed, int):
         return parsed
     o, _, operands, _ = parsed
-    offset = number(sess, operands[0])
-    if offset is None:
+    request = _vector_request(sess, operands)
+    if request is None:
         return EINVAL
-    lengths = _lengths(sess, operands[1:])
-    if lengths is None:
-        return EINVAL
+    offset, lengths = request
     engine = sess.require_engine()
     sink: list[bytes] = []
     started = time.monotonic_ns()
@@ -300,12 +307,10 @@ def writev_f(sess: IoSession, argv: list[str]) -> int:
     if isinstance(parsed, int):
         return parsed
     o, flags, operands, fill = parsed
-    offset = number(sess, operands[0])
-    if offset is None:
+    request = _vector_request(sess, operands)
+    if request is None:
         return EINVAL
-    lengths = _lengths(sess, operands[1:])
-    if lengths is None:
-        return EINVAL
+    offset, lengths = request
     engine = sess.require_engine()
     count = sum(lengths)
     started = time.monotonic_ns()
@@ -401,12 +406,10 @@ def aio_read_f(sess: IoSession, argv: list[str]) -> int:
     if isinstance(parsed, int):
         return parsed
     o, _, operands, _ = parsed
-    offset = number(sess, operands[0])
-    if offset is None:
+    request = _vector_request(sess, operands)
+    if request is None:
         return EINVAL
-    lengths = _lengths(sess, operands[1:])
-    if lengths is None:
-        return EINVAL
+    offset, lengths = request
     engine = sess.require_engine()
     sink: list[bytes] = []
     count = sum(lengths)
