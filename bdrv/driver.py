@@ -30,6 +30,7 @@ from bdrv.graph import (
 if TYPE_CHECKING:
     from bdrv.graph import Node
     from bdrv.options import OptionDesc
+    from bdrv.reopen import ReopenState
     from bdrv.request import BlockStatus
 
 
@@ -52,6 +53,11 @@ class Driver:
     create_options: ClassVar[tuple[OptionDesc, ...]] = ()
     # Whether `qemu-img create` of this format can take a backing file.
     create_supports_backing: ClassVar[bool] = False
+    # Whether nodes of this driver can be reopened at all (QEMU: a bdrv_reopen_prepare).
+    supports_reopen: ClassVar[bool] = True
+    # Driver options that a reopen may leave out to reset them to their default
+    # (QEMU's mutable_opts); any other explicit option must be given again.
+    mutable_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -79,6 +85,23 @@ class Driver:
 
     def close(self) -> None:
         pass
+
+    # -- reopen (see bdrv/reopen.py) -------------------------------------------------
+    def reopen_prepare(self, state: ReopenState) -> None:
+        """Check and stage the new options in `state` (a bdrv.reopen.ReopenState).
+
+        Pop (consume) the options this driver can change and validate them; raise a
+        BlockError to refuse. Options left in `state.options` must equal the node's
+        current ones, else the reopen fails with "Cannot change the option '...'".
+        The default changes nothing of its own, which makes every driver-specific
+        option unchangeable. Nothing may be modified here that reopen_abort cannot undo.
+        """
+
+    def reopen_commit(self, state: ReopenState) -> None:
+        """Make the staged changes current; must not fail."""
+
+    def reopen_abort(self, state: ReopenState) -> None:
+        """Drop what reopen_prepare staged (called only after it succeeded)."""
 
     # -- permissions ----------------------------------------------------------------
     def child_perm(self, name: str, role: int, perm: int, shared: int) -> tuple[int, int]:

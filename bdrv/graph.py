@@ -12,6 +12,7 @@ either all of them commit or all of them roll back.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import re
 from collections.abc import Iterator
@@ -276,8 +277,8 @@ def _update_subtree(node: Node, edges: list[Child], checked: list[Node]) -> None
         edges = current.parents
         _check_edges(current, edges)
         perm, shared = _cumulative(current, edges)
-        if perm & (PERM_WRITE | PERM_RESIZE) and current.read_only:
-            raise BlockError("Block node is read-only", 1)
+        if perm & (PERM_WRITE | PERM_WRITE_UNCHANGED) and current.read_only:
+            raise _read_only_error(current)
         current.driver.check_perm(perm, shared)
         checked.append(current)
         current._pending_perm = (perm, shared)  # type: ignore[attr-defined]
@@ -286,6 +287,19 @@ def _update_subtree(node: Node, edges: list[Child], checked: list[Node]) -> None
             child._pending = (child.perm, child.shared)  # type: ignore[attr-defined]
             child.perm, child.shared = cperm, cshared
         stack.extend(child.node for child, _, _ in reversed(updates))
+
+
+def _read_only_error(node: Node) -> BlockError:
+    """Write permissions on a read-only node (bdrv_node_refresh_perm's two texts).
+
+    While a reopen is checking permissions (bdrv/reopen.py), `open_flags` already
+    holds the new flags and `reopen_old_flags` the current ones.
+    """
+    old_flags = getattr(node, "reopen_old_flags", node.open_flags)
+    if not old_flags & O_RDWR:
+        return BlockError("Block node is read-only", errno.EPERM)
+    return BlockError(f"Read-only block node '{node.node_name}' cannot support read-write "
+                      "users", errno.EPERM)
 
 
 def refresh_perms(node: Node) -> None:

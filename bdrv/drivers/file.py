@@ -14,14 +14,26 @@ import mmap
 import os
 import stat
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bdrv.driver import Driver, register
 from bdrv.errors import BlockError, from_oserror
-from bdrv.graph import O_NO_FLUSH, O_NOCACHE, O_RDWR, PERM_ALL
+from bdrv.graph import (
+    O_AUTO_RDONLY,
+    O_NO_FLUSH,
+    O_NOCACHE,
+    O_RDWR,
+    PERM_ALL,
+    PERM_RESIZE,
+    PERM_WRITE,
+    PERM_WRITE_UNCHANGED,
+)
 from bdrv.locking import ImageLocks, ofd_locks_supported, unshared_bits
-from bdrv.options import OptionDesc, parse_enum
+from bdrv.options import OptionDesc, parse_bool, parse_enum
 from bdrv.request import BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO, REQ_MAY_UNMAP, BlockStatus
+
+if TYPE_CHECKING:
+    from bdrv.reopen import ReopenState
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -92,6 +104,21 @@ def truncate_fd(fd: int, size: int, prealloc: str, filename: str = "") -> None:
         raise BlockError(f"Unsupported preallocation mode: {prealloc}", errno.ENOTSUP)
 
 
+def open_mode(flags: int, perm: int) -> int:
+    """The os.open() mode for block-layer flags (raw_parse_flags).
+
+    With auto-read-only the file is opened read-write only while someone writes.
+    """
+    if flags & O_AUTO_RDONLY:
+        read_write = bool(perm & (PERM_WRITE | PERM_WRITE_UNCHANGED | PERM_RESIZE))
+    else:
+        read_write = bool(flags & O_RDWR)
+    mode = os.O_RDWR if read_write else os.O_RDONLY
+    if flags & O_NOCACHE:
+        mode |= os.O_DIRECT
+    return mode
+
+
 def _write_zeroes_by_writing(fd: int, offset: int, length: int) -> None:
     chunk = bytes(min(length, 1 << 20))
     pos = offset
@@ -108,6 +135,8 @@ class FileDriver(Driver):
     has_variable_length = True
     runtime_options = ("filename", "aio", "aio-max-batch", "locking", "pr-manager",
                        "drop-cache", "x-check-cache-dropped")
+    # The only options a reopen may change (file-posix's mutable_opts).
+    mutable_options = ("x-check-cache-dropped", "drop-cache")
     create_options: ClassVar[tuple[OptionDesc, ...]] = (
         OptionDesc("size", "size", "Virtual disk size"),
         OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
@@ -126,6 +155,12 @@ class FileDriver(Driver):
         self.direct = False
         self.is_regular = True
         self._saved: tuple[int, int] = (0, 0)
+        # os.open() mode of self.fd (access mode and O_DIRECT).
+        self.mode = os.O_RDONLY
+        # While a reopen is under way: its state, and the new descriptor (with its mode
+        # and locks) that the permission check opened for the new flags.
+        self.reopen_state: ReopenState | None = None
+        self._new_fd: tuple[int, int, ImageLocks | None] | None = None
 
     @classmethod
     def create(cls, filename: str, options: dict[str, Any], log: Callable[[str], None]) -> None:
@@ -181,6 +216,7 @@ class FileDriver(Driver):
         mode = os.O_RDWR if flags & O_RDWR else os.O_RDONLY
         if self.direct:
             mode |= os.O_DIRECT
+        self.mode = mode
         try:
             self.fd = os.open(self.filename, mode | os.O_CLOEXEC)
         except OSError as exc:
@@ -208,29 +244,85 @@ class FileDriver(Driver):
             )
 
     def close(self) -> None:
+        self._drop_new_fd()
         if self.fd >= 0:
             os.close(self.fd)  # closing the description drops its OFD locks
             self.fd = -1
 
+    # -- reopen: the descriptor follows the new flags (file-posix's way) ---------------
+    # Prepare only validates and remembers the state; the permission check that
+    # follows (with the new flags in effect) opens a descriptor in the new mode and
+    # copies the locks to it, set_perm switches to it, abort_perm closes it.
+    def reopen_prepare(self, state: ReopenState) -> None:
+        for key in ("drop-cache", "x-check-cache-dropped"):
+            if key in state.unhandled:
+                parse_bool(key, state.unhandled.pop(key))
+        self.reopen_state = state
+
+    def reopen_commit(self, state: ReopenState) -> None:
+        self.reopen_state = None
+
+    def reopen_abort(self, state: ReopenState) -> None:
+        self._drop_new_fd()
+        self.reopen_state = None
+
+    def _drop_new_fd(self) -> None:
+        if self._new_fd is not None:
+            os.close(self._new_fd[0])  # its locks go with it
+            self._new_fd = None
+
+    def _open_new_fd(self, mode: int, perm: int, shared: int) -> None:
+        try:
+            fd = os.open(self.filename, mode | os.O_CLOEXEC)
+        except OSError as exc:
+            raise from_oserror(exc, f"Could not open '{self.filename}'") from exc
+        locks = None
+        if self.use_locks:
+            locks = ImageLocks(fd, self.filename)
+            try:
+                locks.apply(perm, unshared_bits(shared), release=False)
+            except BlockError:
+                os.close(fd)
+                raise
+        self._new_fd = (fd, mode, locks)
+
     # -- permissions: the image locks -----------------------------------------------
     def check_perm(self, perm: int, shared: int) -> None:
-        if self.locks is None:
-            return
-        self._saved = (self.locks.locked_perm, self.locks.locked_unshared)
-        # Tentatively hold the union of the old and new locks, then test the rest.
-        self.locks.apply(self.locks.locked_perm | perm,
-                         self.locks.locked_unshared | unshared_bits(shared), release=False)
-        try:
-            self.locks.check(perm, shared)
-        except BlockError:
-            self.abort_perm()
-            raise
+        self._drop_new_fd()
+        mode = self.mode
+        if self.reopen_state is not None:
+            # The node's flags are the reopen's new ones while this runs.
+            mode = open_mode(self.node.open_flags, perm)
+        if self.locks is not None:
+            self._saved = (self.locks.locked_perm, self.locks.locked_unshared)
+            # Tentatively hold the union of the old and new locks, then test the rest.
+            self.locks.apply(self.locks.locked_perm | perm,
+                             self.locks.locked_unshared | unshared_bits(shared), release=False)
+            try:
+                self.locks.check(perm, shared)
+            except BlockError:
+                self.abort_perm()
+                raise
+        if mode != self.mode:
+            try:
+                self._open_new_fd(mode, perm, shared)
+            except BlockError:
+                self.abort_perm()
+                raise
 
     def set_perm(self, perm: int, shared: int) -> None:
+        if self._new_fd is not None:
+            fd, mode, locks = self._new_fd
+            self._new_fd = None
+            os.close(self.fd)
+            self.fd, self.mode, self.locks = fd, mode, locks
+            self.direct = bool(mode & os.O_DIRECT)
+            self.node.request_alignment = 4096 if self.direct else 1
         if self.locks is not None:
             self.locks.apply(perm, unshared_bits(shared), release=True)
 
     def abort_perm(self) -> None:
+        self._drop_new_fd()
         if self.locks is not None:
             perm, unshared = self._saved
             self.locks.apply(perm, unshared, release=True)

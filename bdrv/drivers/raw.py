@@ -19,6 +19,7 @@ from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
 
 if TYPE_CHECKING:
     from bdrv.graph import Node
+    from bdrv.reopen import ReopenState
 
 SECTOR = 512
 PROBED_RAW_WARNING = (
@@ -47,6 +48,8 @@ class RawDriver(Driver):
     format_name = "raw"
     runtime_options = ("offset", "size")
     strong_options = ("offset", "size")
+    # A reopen may change the window, and leaving an option out resets it.
+    mutable_options = ("offset", "size")
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -72,11 +75,33 @@ class RawDriver(Driver):
         assert file_driver is not None
         file_driver.create(filename, options, log)
 
+    @staticmethod
+    def _read_window(options: dict[str, Any]) -> tuple[int, int | None]:
+        """Consume offset/size (raw_read_options); absent means 0 / the rest of the file."""
+        offset = _parse_u64("offset", options.pop("offset")) if "offset" in options else 0
+        size = _parse_u64("size", options.pop("size")) if "size" in options else None
+        return offset, size
+
+    def _check_window(self, offset: int, size: int | None) -> None:
+        """raw_apply_options()'s checks against the file's current length."""
+        file_length = self._file().getlength()
+        if offset > file_length:
+            raise BlockError(
+                f"Offset ({offset}) cannot be greater than size of the containing "
+                f"file ({file_length})"
+            )
+        if size is not None:
+            if size % SECTOR:
+                raise BlockError(f"Specified size is not multiple of {SECTOR}")
+            if offset + size > file_length:
+                raise BlockError(
+                    f"The sum of offset ({offset}) and size ({size}) has to be "
+                    f"smaller or equal to the  actual size of the containing file "
+                    f"({file_length})"
+                )
+
     def open(self, options: dict[str, Any], flags: int) -> None:
-        if "offset" in options:
-            self.offset = _parse_u64("offset", options.pop("offset"))
-        if "size" in options:
-            self.size = _parse_u64("size", options.pop("size"))
+        self.offset, self.size = self._read_window(options)
         file = self.node.file
         assert file is not None
         if self.node.probed_raw and flags & O_RDWR:
@@ -84,24 +109,19 @@ class RawDriver(Driver):
             warn = getattr(self.node, "warn", None)
             if warn is not None:
                 warn(PROBED_RAW_WARNING.format(file.node.filename))
-        file_length = file.node.getlength()
-        if self.offset > file_length:
-            raise BlockError(
-                f"Offset ({self.offset}) cannot be greater than size of the containing "
-                f"file ({file_length})"
-            )
-        if self.size is not None:
-            if self.size % SECTOR:
-                raise BlockError(f"Specified size is not multiple of {SECTOR}")
-            if self.offset + self.size > file_length:
-                raise BlockError(
-                    f"The sum of offset ({self.offset}) and size ({self.size}) has to be "
-                    f"smaller or equal to the  actual size of the containing file "
-                    f"({file_length})"
-                )
+        self._check_window(self.offset, self.size)
         if self.node.probed_raw:
             # Protecting sector 0 is simpler with whole-sector requests only.
             self.node.request_alignment = max(self.node.request_alignment, SECTOR)
+
+    # -- reopen: the window may move (the file child keeps its role, as in 7.2) -------
+    def reopen_prepare(self, state: ReopenState) -> None:
+        offset, size = self._read_window(state.unhandled)
+        self._check_window(offset, size)
+        state.driver_data = (offset, size)
+
+    def reopen_commit(self, state: ReopenState) -> None:
+        self.offset, self.size = state.driver_data
 
     @property
     def has_window(self) -> bool:

@@ -78,6 +78,12 @@ class IoEngine:
                 return levels
             levels.append(FlushState(child.node))
 
+    def refresh_levels(self) -> None:
+        """After a reopen: which nodes a flush walks follows the new write permissions."""
+        known = {id(state.node): state for state in self.levels}
+        self.levels = [known.get(id(state.node), state)
+                       for state in self._flush_levels(self.backend.node)]
+
     # -- the loop ----------------------------------------------------------------
     def _step(self, task: Task) -> None:
         self._current = task

@@ -161,3 +161,17 @@ OPEN_HELP = """
  -d, -- use the given discard mode for the image
  -o, -- options to be given to the block driver
 """
+
+
+REOPEN_HELP = """
+ Changes the open options of an already opened image
+
+ Example:
+ 'reopen -o lazy-refcounts=on' - activates lazy refcount writeback on a qcow2 image
+
+ -r, -- Reopen the image read-only
+ -w, -- Reopen the image read-write
+ -c, -- Change the cache mode to the given value
+ -o, -- Changes block driver options (cf. 'open' command)
+
+"""
