@@ -42,20 +42,15 @@ def formats(*fmts: str) -> Callable[[F], F]:
     return apply
 
 
-def qemu_lacks(reason: str) -> Callable[[F], F]:
+def qemu_lacks(reason: str) -> pytest.MarkDecorator:
     """Declare that QEMU 7.2 cannot run this test: it lacks `reason` (a feature).
 
     The qemu run is reported as *not run* with the reason; `--regen` writes the
     reference from the bdrv backend, for these tests only. QEMU is then no oracle, so
     the test must name the independent tool that checked its data in a
     "Verified by: ..." line of its docstring (without one the test fails).
+    Use it as a decorator, or in a module's `pytestmark`.
     """
     if not reason.strip():
         raise ValueError("qemu_lacks() needs a reason")
-    marker = pytest.mark.qemu_lacks(reason)
-
-    def apply(func: F) -> F:
-        result: F = marker(func)
-        return result
-
-    return apply
+    return pytest.mark.qemu_lacks(reason)

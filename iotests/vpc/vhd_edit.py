@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid as uuidlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +33,7 @@ FOOTER_FIELDS = {
     "cookie": (0, "8s"), "data_offset": (16, ">Q"), "creator_app": (28, "4s"),
     "current_size": (48, ">Q"), "cylinders": (56, ">H"), "heads": (58, "B"),
     "sectors": (59, "B"), "disk_type": (60, ">I"), "checksum": (64, ">I"),
+    "uuid": (68, "16s"),
 }
 HEADER_FIELDS = {
     "cookie": (0, "8s"), "table_offset": (16, ">Q"), "max_table_entries": (28, ">I"),
@@ -154,8 +156,9 @@ def libvhdi_check(iot: Iot, path: Path, parents: Sequence[Path], expected: Expec
     iot.log(_verdict("libvhdi", got, bytes(expected.data[offset:offset + length]), offset))
 
 
-def libvhdi_parent(iot: Iot, path: Path) -> None:
-    """Log the parent file name and identifier libvhdi reads from a differencing VHD."""
+def libvhdi_parent(iot: Iot, path: Path, parent: Path | None = None) -> None:
+    """Log the parent name and identifier libvhdi reads from a differencing VHD, and
+    whether the identifier is `parent`'s footer UUID (default: the file it names)."""
     assert pyvhdi is not None
     f = pyvhdi.file()
     f.open(str(path))
@@ -164,20 +167,17 @@ def libvhdi_parent(iot: Iot, path: Path) -> None:
         ident = f.get_parent_identifier()
         iot.log(f"libvhdi: {path.name}: disk type {f.get_disk_type()}, media size "
                 f"{f.get_media_size()}, parent {name}")
-        iot.log(f"libvhdi: parent identifier matches the parent's footer UUID: "
-                f"{ident == _footer_uuid(Path(name)) if name else 'no parent'}")
     finally:
         f.close()
-
-
-def _footer_uuid(path: Path) -> str:
-    import uuid
-
-    if not path.is_absolute() or not path.exists():
-        return "?"
-    with open(path, "rb") as f:
-        f.seek(-FOOTER_SIZE, os.SEEK_END)
-        return str(uuid.UUID(bytes=f.read(FOOTER_SIZE)[68:84]))
+    parent = parent or (Path(name) if name else None)
+    if parent is None or not parent.is_file():
+        iot.log("libvhdi: parent identifier: no parent file to compare with")
+        return
+    with open(parent, "rb") as p:
+        p.seek(-FOOTER_SIZE, os.SEEK_END)
+        uuid = str(uuidlib.UUID(bytes=p.read(FOOTER_SIZE)[68:84]))
+    iot.log(f"libvhdi: parent identifier matches the footer UUID of {parent.name}: "
+            f"{ident == uuid}")
 
 
 def fattools_check(iot: Iot, path: Path, expected: Expected, offset: int = 0,
