@@ -63,6 +63,7 @@ OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount tabl
             "refcount block", "snapshot table", "inactive L1 table", "inactive L2 table",
             "bitmap directory")
 ENOMEDIUM = 123
+COMPRESSED_WORKERS = 8  # QCOW2_MAX_WORKERS: compressed cluster writes in flight
 
 
 def read_chain(top: Node, offset: int, length: int) -> bytes:
@@ -93,6 +94,7 @@ class Qcow2Driver(Driver):
     format_name = "qcow2"
     supports_backing = True
     create_supports_backing = True
+    supports_compressed_writes = True
     runtime_options = RUNTIME_OPTIONS
     create_options = CREATE_OPTIONS
 
@@ -368,28 +370,48 @@ class Qcow2Driver(Driver):
         cs = self.cluster_size
         length = len(data)
         if length == 0:
+            # The end of a run of compressed writes: align the file's end to a sector
+            # (the file node's length is already rounded up to one).
+            self.file.truncate(self.file.getlength())
             return
         if offset & (cs - 1):
             raise BlockError("Invalid argument", errno.EINVAL)
         if length & (cs - 1) and offset + length != self.size:
             raise BlockError("Invalid argument", errno.EINVAL)
         view = memoryview(data)
+        # 7.2 writes each cluster as a task, up to COMPRESSED_WORKERS at a time, and
+        # stops adding tasks once one has failed: the clusters already in flight
+        # after a failing one are still written. The first error is reported.
+        first_error: BlockError | None = None
+        stop_at = length
         pos = 0
-        while pos < length:
+        while pos < min(length, stop_at):
             n = min(cs, length - pos)
-            buf = bytes(view[pos : pos + n]).ljust(cs, b"\0")
-            out = compress(buf, cs - 1, self.ctype)
-            if out is None:
-                self.pwrite(offset + pos, view[pos : pos + n], 0)
-            else:
-                host = alloc.alloc_compressed(self, offset + pos, len(out))
-                self.check_overlap(0, host, len(out))
-                self.file.pwrite(host, out)
-                assert self.pending_compressed is not None
-                l2_offset, table, index = self.pending_compressed
-                self.pending_compressed = None
-                alloc.write_l2(self, l2_offset, table, index, 1)
+            try:
+                self._write_compressed_cluster(offset + pos, view[pos : pos + n], compress)
+            except BlockError as exc:
+                if first_error is None:
+                    first_error = exc
+                    stop_at = pos + COMPRESSED_WORKERS * cs
             pos += n
+        if first_error is not None:
+            raise first_error
+
+    def _write_compressed_cluster(self, offset: int, data: memoryview,
+                                  compress: Callable[..., bytes | None]) -> None:
+        cs = self.cluster_size
+        out = compress(bytes(data).ljust(cs, b"\0"), cs - 1, self.ctype)
+        if out is None:
+            self.pwrite(offset, data, 0)
+            return
+        self.pending_compressed = None
+        host = alloc.alloc_compressed(self, offset, len(out))
+        self.check_overlap(0, host, len(out))
+        self.file.pwrite(host, out)
+        assert self.pending_compressed is not None
+        l2_offset, table, index = self.pending_compressed
+        self.pending_compressed = None
+        alloc.write_l2(self, l2_offset, table, index, 1)
 
     def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
         """bdrv_co_do_pwrite_zeroes()'s split plus qcow2_co_pwrite_zeroes()."""
