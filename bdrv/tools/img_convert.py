@@ -281,9 +281,13 @@ def _convert(img: Img, a: ConvertArgs, src_flags: int, sources: list[Backend],
                        "concatenating multiple input images")
     if "backing_file" in values and "backing_fmt" not in values:
         raise img.fail("Use of backing file requires explicit backing format")
-    if a.compressed and drv_cls is not None and not getattr(drv_cls, "supports_compression",
-                                                            False):
-        raise img.fail("Compression not supported for this file format")
+    if a.compressed:
+        if drv_cls is not None and not getattr(drv_cls, "supports_compressed_writes", False):
+            raise img.fail("Compression not supported for this file format")
+        if values.get("encryption") or values.get("encrypt.format") is not None:
+            raise img.fail("Compression and encryption not supported at the same time")
+        if values.get("preallocation", "off") != "off":
+            raise img.fail("Compression and preallocation not supported at the same time")
     if a.bitmaps:
         if len(sources) > 1:
             raise img.fail("Copying bitmaps only possible with single source")
@@ -344,7 +348,7 @@ def _copy(img: Img, a: ConvertArgs, sources: list[Backend], target: Backend,
     out_node = target.node
     if a.bitmaps and not getattr(out_node.driver, "supports_persistent_dirty_bitmap", False):
         raise img.fail(f"Format driver '{out_node.driver.format_name}' does not support bitmaps")
-    if a.compressed and not getattr(out_node.driver, "supports_compression", False):
+    if a.compressed and not getattr(out_node.driver, "supports_compressed_writes", False):
         raise img.fail("Compression not supported for this file format")
     if a.skip_create and target.getlength() // SECTOR < total_sectors:
         raise img.fail("output file is smaller than input file")
@@ -357,8 +361,16 @@ def _copy(img: Img, a: ConvertArgs, sources: list[Backend], target: Backend,
         except BlockError:
             pass
         srcs.append(Source(blk, blk.getlength() // SECTOR, alignment))
+    cluster_sectors = 0
+    try:
+        cluster_sectors = int(out_node.driver.get_info().get("cluster_size", 0)) // SECTOR
+    except BlockError:
+        if a.compressed:
+            raise img.fail("could not get block driver info") from None
     conv = Converter(
         img, srcs, target,
+        compressed=a.compressed,
+        cluster_sectors=cluster_sectors,
         min_sparse=a.min_sparse,
         has_zero_init=a.has_zero_init,
         target_is_new=not a.skip_create,

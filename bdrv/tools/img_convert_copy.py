@@ -19,7 +19,13 @@ import numpy as np
 from bdrv.backend import Backend
 from bdrv.errors import BlockError
 from bdrv.graph import Node
-from bdrv.request import BLOCK_DATA, BLOCK_ZERO, REQ_MAY_UNMAP, block_status_above
+from bdrv.request import (
+    BLOCK_DATA,
+    BLOCK_ZERO,
+    REQ_MAY_UNMAP,
+    REQ_WRITE_COMPRESSED,
+    block_status_above,
+)
 from bdrv.tools.img_common import Img
 from bdrv.tools.progress import Progress
 
@@ -55,6 +61,8 @@ class Converter:
     target_has_backing: bool = False
     target_backing_sectors: int = -1
     copy_range: bool = False
+    compressed: bool = False
+    cluster_sectors: int = 0  # the target's cluster size (compressed writes are whole)
     salvage: bool = False
     quiet: bool = False
     alignment: int = 1
@@ -103,6 +111,13 @@ class Converter:
         n = min(n, self.sector_next_status - sector)
         if self.status == DATA:
             n = min(n, self.buf_sectors)
+        if self.compressed:
+            # Compressed writes are whole clusters: a shorter run is taken as data.
+            if n < self.cluster_sectors:
+                n = min(self.cluster_sectors, self.total_sectors - sector)
+                self.status = DATA
+            else:
+                n -= n % self.cluster_sectors
         return n
 
     def _status(self, src: Source, offset: int, count: int) -> tuple[int, int]:
@@ -133,6 +148,11 @@ class Converter:
         target_node = self.target.node
         if not self.has_zero_init and self.min_sparse and not self.target_has_backing:
             self.has_zero_init = self.target_is_new and has_zero_init(target_node)
+        if self.compressed:
+            if self.cluster_sectors <= 0 or self.cluster_sectors > self.buf_sectors:
+                self.img.error("invalid cluster size")
+                raise CopyError
+            self.buf_sectors = self.cluster_sectors
         sector = 0
         while sector < self.total_sectors:
             n = self.iteration_sectors(sector)
@@ -151,6 +171,13 @@ class Converter:
                 meter.print(100.0 * self.allocated_done / self.allocated_sectors, 0)
             self._copy_chunk(sector, n, status)
             sector += n
+        if self.compressed:
+            # An empty compressed write tells the driver the copy is over (qcow2
+            # aligns the end of its file).
+            try:
+                self.target.pwrite(0, b"", REQ_WRITE_COMPRESSED)
+            except BlockError:
+                raise CopyError from None  # qemu-img fails here without a message
 
     def _copy_chunk(self, sector: int, n: int, status: str) -> None:
         buf = b""
@@ -199,6 +226,13 @@ class Converter:
             return
         if status == ZERO:
             self._write_zeroes(sector, n)
+            return
+        if self.compressed:
+            # A compressed cluster is written whole unless it is all zeros.
+            if not self.min_sparse or bytes(buf) != self._zeros(len(buf)):
+                self.target.pwrite(sector * SECTOR, buf, REQ_WRITE_COMPRESSED)
+            else:
+                self._write_zeroes(sector, n)
             return
         if not self.min_sparse or self.copy_range:
             self.target.pwrite(sector * SECTOR, buf)
