@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bdrv.driver import Driver, all_drivers, find_driver, find_protocol
-from bdrv.errors import BlockError
+from bdrv.errors import BlockError, from_oserror
 from bdrv.graph import (
     CHILD_IMAGE,
     O_CACHE_MASK,
     O_CHECK,
     O_COPY_ON_READ,
     O_INACTIVE,
+    O_NATIVE_AIO,
     O_NO_BACKING,
     O_NO_FLUSH,
     O_NO_IO,
@@ -39,6 +41,8 @@ from bdrv.graph import (
 from bdrv.qdict import to_json
 
 PROBE_BUF_SIZE = 2048
+# snapshot=on (O_SNAPSHOT) puts a temporary qcow2 overlay on top of the image.
+SUPPORTS_SNAPSHOT = True
 # Generic options every node accepts (bdrv_runtime_opts plus the cache/discard ones).
 GENERIC_OPTIONS = (
     "node-name", "driver", "read-only", "auto-read-only", "discard", "detect-zeroes",
@@ -128,6 +132,8 @@ def open_node(
     rejected from the bottom up and the backing edges attached, so that chains
     thousands of layers deep neither recurse nor take quadratic time.
     """
+    if flags & O_SNAPSHOT:
+        return _open_with_temp_snapshot(filename, options, flags, warn, inherited)
     levels: list[_Level] = []
     request: _BackingRequest | None = _BackingRequest(filename, options, flags, inherited)
     seen_files: set[tuple[int, int]] = set()
@@ -582,3 +588,97 @@ def _refresh_one(node: Node) -> None:
     node.exact_filename = exact  # type: ignore[attr-defined]
     node.full_open_options = opts  # type: ignore[attr-defined]
     node.filename = exact if exact else "json:" + to_json(opts)
+
+
+# -- snapshot=on -----------------------------------------------------------------
+
+
+def temp_dir() -> str:
+    """g_get_tmp_dir() as 7.2's create_tmp_file() uses it ('/tmp' becomes '/var/tmp')."""
+    tmpdir = os.environ.get("TMPDIR") or "/tmp"
+    if len(tmpdir) > 1 and tmpdir.endswith("/"):
+        tmpdir = tmpdir[:-1]
+    return "/var/tmp" if tmpdir == "/tmp" else tmpdir
+
+
+def create_tmp_file() -> str:
+    """An empty, uniquely named file DIR/vl.XXXXXX made the way mkstemp() makes one."""
+    directory = temp_dir()
+    while True:
+        name = f"{directory}/vl." + "".join(random.choice(_MKSTEMP_LETTERS) for _ in range(6))
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise from_oserror(exc, f"Could not open temporary file '{name}'") from None
+        os.close(fd)
+        return name
+
+
+def _open_with_temp_snapshot(
+    filename: str | None,
+    options: dict[str, Any] | None,
+    flags: int,
+    warn: Warn,
+    inherited: dict[str, Any] | None,
+) -> Node:
+    """bdrv_open_inherit() with snapshot=on: open the image as a read-only backing
+    file, then put a temporary qcow2 overlay of its length on top (writes go there
+    and vanish with it). The overlay file is unlinked as soon as it is open."""
+    from bdrv.drivers.qcow2.driver import Qcow2Driver
+
+    options = dict(options or {})
+    if filename is not None and filename.startswith("json:"):
+        for key, value in _parse_json(filename).items():
+            options.setdefault(key, value)
+        filename = None
+    read_only = not flags & O_RDWR
+    if "read-only" in options:
+        read_only = parse_bool_option("read-only", options["read-only"])
+    # bdrv_temp_snapshot_options(): the overlay's flags and options.
+    snapshot_flags = (flags & ~(O_SNAPSHOT | O_NATIVE_AIO)) | O_TEMPORARY
+    snapshot_options: dict[str, Any] = {"cache.direct": "off", "cache.no-flush": "on",
+                                        "read-only": "on" if read_only else "off"}
+    if "discard" in options:
+        snapshot_options["discard"] = options["discard"]
+    # The image itself is opened the way a backing file is.
+    options.pop("read-only", None)
+    options.setdefault("read-only", "on")
+    options.setdefault("auto-read-only", "off")
+    options.setdefault("discard", "unmap")
+    base_flags = flags & ~(O_SNAPSHOT | O_TEMPORARY | O_COPY_ON_READ)
+    base = open_node(filename, options, base_flags, warn=warn, inherited=inherited)
+    try:
+        total_size = base.getlength()
+        tmp = create_tmp_file()
+        try:
+            try:
+                Qcow2Driver.create(tmp, {"size": total_size}, lambda _text: None)
+            except BlockError as exc:
+                raise exc.prefixed(f"Could not create temporary overlay '{tmp}': ") from None
+            snapshot_options.update({"file.driver": "file", "file.filename": tmp,
+                                     "driver": "qcow2"})
+            overlay = open_node(None, snapshot_options, snapshot_flags, warn=warn)
+        finally:
+            os.unlink(tmp)
+        try:
+            _attach_backing(overlay, base)
+            refresh_filename(overlay)
+        except BaseException:
+            overlay.close()
+            raise
+    except BaseException:
+        if not base.parents:
+            close_chain(base)
+        raise
+    return overlay
+
+
+def close_chain(node: Node) -> None:
+    for each in list(node.walk()):
+        forget_node_name(each)
+    node.close()
+
+
+_MKSTEMP_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

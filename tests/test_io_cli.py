@@ -230,14 +230,24 @@ def test_object_rejected(tmp_path: Path) -> None:
     assert (run.status, run.stderr) == (1, "qemu-io: --object is not supported by bdrv-io\n")
 
 
-def test_snapshot_explained(tmp_path: Path) -> None:
+def test_snapshot_overlay_is_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """-s writes go to a qcow2 overlay in $TMPDIR that is gone when the tool exits."""
     make_image(tmp_path)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
     before = (tmp_path / "t.raw").read_bytes()
-    run = run_bdrv(["-s", "-f", "raw", "-c", "write 0 512", "t.raw"], tmp_path)
-    assert run.status == 1
-    assert run.stderr.startswith("qemu-io: can't open device t.raw: snapshot=on (-s) is not "
-                                 "supported by bdrv yet")
+    run = run_bdrv(["-s", "-f", "raw", "-c", "write -P 0x11 0 512", "-c", "read -P 0x11 0 512",
+                    "t.raw"], tmp_path)
+    assert (run.status, run.stderr) == (0, "")
     assert (tmp_path / "t.raw").read_bytes() == before
+    assert list(tmpdir.iterdir()) == []
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "nosuchdir"))
+    run = run_bdrv(["-s", "-f", "raw", "-c", "read 0 512", "t.raw"], tmp_path)
+    assert run.status == 1
+    assert run.stderr.startswith("qemu-io: can't open device t.raw: Could not open temporary "
+                                 f"file '{tmp_path}/nosuchdir/vl.")
+    assert run.stderr.endswith("': No such file or directory\n")
 
 
 def test_piped_output_order(tmp_path: Path) -> None:
