@@ -44,6 +44,12 @@ def unified_diff(expected: str, actual: str, ref_name: str, bad_name: str) -> st
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline\n" for line in lines)
 
 
+def _read(reference: Path) -> str:
+    """A reference as written: carriage returns (progress meters) stay as they are."""
+    with reference.open(encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def check(log: str, reference: Path, bad: Path) -> Mismatch | None:
     """Compare `log` with `reference`; on a difference write `bad` and describe it.
 
@@ -51,7 +57,7 @@ def check(log: str, reference: Path, bad: Path) -> Mismatch | None:
     fails loudly instead of passing.
     """
     if reference.exists():
-        expected = reference.read_text(encoding="utf-8")
+        expected = _read(reference)
         if expected == log:
             if bad.exists():
                 bad.unlink()
@@ -70,7 +76,7 @@ def check(log: str, reference: Path, bad: Path) -> Mismatch | None:
 
 def regenerate(log: str, reference: Path) -> bool:
     """Write `log` as the new reference. Returns True if the content changed."""
-    if reference.exists() and reference.read_text(encoding="utf-8") == log:
+    if reference.exists() and _read(reference) == log:
         return False
     reference.write_text(log, encoding="utf-8")
     return True
