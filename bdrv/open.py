@@ -157,12 +157,13 @@ def open_node(
             except BlockError as exc:
                 raise _prefix_backing(exc, depth) from None
     except BaseException:
-        for level in levels:
-            for each in list(level.node.walk()):
-                forget_node_name(each)
+        opened = [each for level in levels for each in level.node.walk()]
         for level in levels:
             if not level.node.parents:
                 level.node.close()
+        for each in opened:
+            if each.closed:  # a node referenced by name lives on, with its name
+                forget_node_name(each)
         raise
     return levels[0].node
 
@@ -208,16 +209,20 @@ def _open_level(
     file_opts = extract_child_options(options, "file")
     child_flags, child_inherit = _child_inherited(flags, options)
     file_filename = filename
-    if isinstance(options.get("file"), str):
-        # A reference to an existing node by name; a fresh graph has none to offer.
-        ref = options["file"]
-        raise BlockError(f"Cannot find device='{ref}' nor node-name='{ref}'", errno.ENODEV)
-    if file_filename is None and "filename" not in file_opts and "driver" not in file_opts:
+    referenced = isinstance(options.get("file"), str)
+    if referenced:
+        # A reference to an existing node by name (bdrv_lookup_bs).
+        ref = options.pop("file")
+        if ref not in _named_nodes:
+            raise BlockError(f"Cannot find device='{ref}' nor node-name='{ref}'", errno.ENODEV)
+        file_node = _named_nodes[ref]
+    elif file_filename is None and "filename" not in file_opts and "driver" not in file_opts:
         if drv_cls is None:
             raise BlockError("Must specify either driver or file")
         raise BlockError("A block device must be specified for \"file\"")
-    file_node = open_node(file_filename, file_opts, child_flags, warn=warn,
-                          inherited=child_inherit)
+    else:
+        file_node = open_node(file_filename, file_opts, child_flags, warn=warn,
+                              inherited=child_inherit)
     probed = False
     try:
         if drv_cls is None:
@@ -228,7 +233,7 @@ def _open_level(
                             file_node=file_node, display_name=filename)
         return _Level(node, drv_cls, options, flags)
     except BaseException:
-        if not file_node.parents:
+        if not referenced and not file_node.parents:
             file_node.close()
         raise
 
@@ -293,8 +298,9 @@ def _backing_request(level: _Level, warn: Warn) -> _BackingRequest | None:
     child_opts = extract_child_options(options, "backing")
     reference = options.get("backing")
     if isinstance(reference, str):
-        raise BlockError(f"Cannot find device='{reference}' nor node-name='{reference}'",
-                         errno.ENODEV)
+        # bdrv_open_backing_file() prefixes the failed lookup like any failed open.
+        raise BlockError(f"Could not open backing file: Cannot find device='{reference}' "
+                         f"nor node-name='{reference}'", errno.ENODEV)
     filename: str | None = None
     if "file.filename" not in child_opts and not isinstance(child_opts.get("file"), str):
         if not backing_file and not child_opts:
