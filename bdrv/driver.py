@@ -182,6 +182,15 @@ class Driver:
         return None
 
     # -- information ---------------------------------------------------------------
+    def change_backing_file(self, backing_file: str | None, backing_fmt: str | None) -> None:
+        """The driver's bdrv_change_backing_file: record a new backing name in the image."""
+        raise BlockError("Operation not supported", errno.ENOTSUP)
+
+    def make_empty(self) -> None:
+        """bdrv_make_empty(): drop all data of this (overlay) node."""
+        raise BlockError(f"{self.format_name or self.protocol_name} does not support "
+                         "emptying nodes", errno.ENOTSUP)
+
     def get_info(self) -> dict[str, int]:
         """cluster_size / vm_state_offset, as bdrv_get_info()."""
         raise enotsup()

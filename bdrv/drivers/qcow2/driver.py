@@ -177,6 +177,12 @@ class Qcow2Driver(Driver):
             raise BlockError("Encrypted qcow2 images are not supported", errno.ENOTSUP)
         read_backing_name(self._read, hdr)
         self.backing_file = hdr.backing_file
+        # Internal snapshots; not read in check mode (the checker reads them itself).
+        from .snapshot import SnapshotTable, read_table
+
+        self.snapshots = SnapshotTable([])
+        if not flags & O_CHECK:
+            self.snapshots = read_table(self, hdr.nb_snapshots, hdr.snapshots_offset)
         self.backing_format = hdr.backing_format
         update = update or bool(hdr.autoclear_features & ~AUTOCLEAR_MASK)
         if update and rdwr:
@@ -190,16 +196,23 @@ class Qcow2Driver(Driver):
         self.node.request_alignment = 512 if hdr.crypt_method else 1
 
     def _repair_dirty(self) -> None:
+        """7.2 repairs a dirty image opened read-write (qcow2_co_check_locked with
+        BDRV_FIX_ERRORS | BDRV_FIX_LEAKS), its lines going to stderr."""
+        import sys
+
         from .check import check_image
 
-        result = check_image(self, 3)
+        try:
+            result = check_image(self, 3)
+        except BlockError as exc:
+            for line in getattr(getattr(exc, "check_result", None), "messages", ()):
+                sys.stderr.write(line + "\n")
+            raise BlockError(f"Could not repair dirty image: {exc.message}",
+                             exc.errno) from None
+        for line in result.messages:
+            sys.stderr.write(line + "\n")
         if result.check_errors:
             raise BlockError("Could not repair dirty image: Input/output error", errno.EIO)
-        if result.corruptions or result.leaks:
-            # Refcount repair is not written yet: refuse rather than write blindly.
-            raise BlockError("Could not repair dirty image: Operation not supported",
-                             errno.ENOTSUP)
-        self.mark_clean()
 
     def close(self) -> None:
         if getattr(self, "hdr", None) is None or self.dead:
@@ -286,8 +299,8 @@ class Qcow2Driver(Driver):
         if chk & 8 and self.rc.table_size and hits(self.rc.table_offset,
                                                    self.rc.table_size * 8):
             return 8
-        if chk & 0x20 and self.hdr.nb_snapshots and hits(self.hdr.snapshots_offset,
-                                                         self.hdr.nb_snapshots * 40):
+        snaps = getattr(self, "snapshots", None)
+        if chk & 0x20 and snaps is not None and snaps.size and hits(snaps.offset, snaps.size):
             return 0x20
         lo, hi = np.uint64(offset), np.uint64(offset + size)
         if chk & 4 and self.map.l1_size:
@@ -489,6 +502,32 @@ class Qcow2Driver(Driver):
         self._alive()
         truncate(self, size, prealloc)
 
+    def change_backing_file(self, backing_file: str | None, backing_fmt: str | None) -> None:
+        """qcow2_change_backing_file(): new backing name and format, header rewritten."""
+        self._alive()
+        if backing_file and len(backing_file.encode("utf-8", "surrogateescape")) > 1023:
+            raise BlockError("Invalid argument", errno.EINVAL)
+        old = (self.hdr.backing_file, self.hdr.backing_format, self.hdr.backing_file_offset,
+               self.hdr.backing_file_size)
+        self.hdr.backing_file = backing_file or None
+        self.hdr.backing_format = backing_fmt or None
+        if not backing_file:
+            self.hdr.backing_file_offset = self.hdr.backing_file_size = 0
+        try:
+            self.update_header()
+        except BlockError:
+            (self.hdr.backing_file, self.hdr.backing_format, self.hdr.backing_file_offset,
+             self.hdr.backing_file_size) = old
+            raise
+        self.backing_file = self.hdr.backing_file
+        self.backing_format = self.hdr.backing_format
+
+    def make_empty(self) -> None:
+        from .empty import make_empty
+
+        self._alive()
+        make_empty(self)
+
     def block_status(self, want_zero: bool, offset: int, length: int) -> BlockStatus:
         self._alive()
         if self.prealloc_detected is None:
@@ -555,6 +594,52 @@ class Qcow2Driver(Driver):
                     "refcount-bits": 1 << hdr.refcount_order}
         data["compression-type"] = COMPRESSION_NAMES[self.ctype]
         return {"type": "qcow2", "data": data}
+
+    # -- internal snapshots (snapshot.py) -------------------------------------------
+    def snapshot_list(self) -> list[Any]:
+        return list(self.snapshots.snapshots)
+
+    def snapshot_infos(self) -> list[dict[str, Any]]:
+        """SnapshotInfo dicts for bdrv-img info."""
+        return [sn.info() for sn in self.snapshots.snapshots]
+
+    def snapshot_create(self, name: bytes, date_sec: int, date_nsec: int) -> Any:
+        from . import snapshot
+
+        self._alive()
+        return snapshot.create(self, name, date_sec, date_nsec)
+
+    def snapshot_goto(self, id_or_name: bytes) -> None:
+        from . import snapshot
+
+        self._alive()
+        self._last_compressed = None
+        snapshot.goto(self, id_or_name)
+
+    def snapshot_delete(self, sid: bytes | None, name: bytes | None) -> None:
+        from . import snapshot
+
+        self._alive()
+        snapshot.delete(self, sid, name)
+
+    def snapshot_load_tmp(self, sid: bytes | None, name: bytes | None) -> None:
+        from . import snapshot
+
+        self._alive()
+        self._last_compressed = None
+        snapshot.load_tmp(self, sid, name)
+
+    def vm_state_offset(self) -> int:
+        return self.l1_vm_state_index << (self.cluster_bits + self.map.l2_bits)
+
+    def load_vmstate(self, pos: int, count: int) -> bytes:
+        """qcow2_load_vmstate(): the VM state area lies past the end of the disk."""
+        self._alive()
+        return self.pread(self.vm_state_offset() + pos, count)
+
+    def save_vmstate(self, pos: int, data: bytes) -> None:
+        self._alive()
+        self.pwrite(self.vm_state_offset() + pos, data, 0)
 
     def check(self, fix: int) -> Any:
         from .check import check_image
