@@ -25,18 +25,21 @@ from bdrv.tools.img_common import (
 from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
-_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "commit", "dd", "measure", "snapshot", "rebase")
+_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "dd", "measure")
 
 
 # Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
 _COMMANDS = {
     "check": "img_check",
+    "commit": "img_commit",
     "compare": "img_compare",
     "convert": "img_convert",
     "create": "img_create",
     "info": "img_info",
     "map": "img_map",
+    "rebase": "img_rebase",
     "resize": "img_resize",
+    "snapshot": "img_snapshot",
 }
 
 
