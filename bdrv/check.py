@@ -13,6 +13,10 @@ FIX_LEAKS = 1
 FIX_ERRORS = 2
 
 
+class ErrorReport(str):
+    """A check message that QEMU prints with error_report() ("<prog>: <text>")."""
+
+
 @dataclass
 class FragInfo:
     """BlockFragInfo: cluster counts for the allocation summary line."""

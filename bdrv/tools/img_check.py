@@ -12,6 +12,7 @@ import errno
 import os
 from typing import Any
 
+from bdrv.check import ErrorReport
 from bdrv.errors import BlockError
 from bdrv.graph import O_CHECK, O_RDWR
 from bdrv.tools.img_common import (
@@ -86,9 +87,13 @@ def _collect(img: Img, node: Any, filename: str, fix: int) -> dict[str, Any]:
     "Repairing ...") go to stderr as the checker found them, before any summary and
     whatever the output format or -q, as qcow2's fprintf(stderr) lines do in qemu-img.
     """
-    result = node.driver.check(fix)
-    for message in getattr(result, "messages", None) or ():
-        img.raw_warning(str(message))
+    try:
+        result = node.driver.check(fix)
+    except BlockError as exc:
+        # The lines found before the check had to stop are printed all the same.
+        _print_messages(img, getattr(exc, "check_result", None))
+        raise
+    _print_messages(img, result)
     bfi = getattr(result, "bfi", None)
 
     def count(obj: Any, name: str) -> int:
@@ -114,6 +119,14 @@ def _collect(img: Img, node: Any, filename: str, fix: int) -> dict[str, Any]:
         if value:
             check[name] = value
     return check
+
+
+def _print_messages(img: Img, result: Any) -> None:
+    for message in getattr(result, "messages", None) or ():
+        if isinstance(message, ErrorReport):
+            img.error(str(message))
+        else:
+            img.raw_warning(str(message))
 
 
 def _check(img: Img, node: Any, filename: str, fix: int, output_format: str,

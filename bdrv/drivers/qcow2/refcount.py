@@ -122,8 +122,9 @@ class Refcounts:
             return 0
         offset = int(self.table[table_index]) & REFT_OFFSET_MASK
         if offset and offset & (self.cluster_size - 1):
+            index = f"{table_index:#x}" if table_index else "0"  # C's %#x
             raise self.corruption(f"Refblock offset {offset:#x} unaligned "
-                                  f"(reftable index: {table_index:#x})")
+                                  f"(reftable index: {index})")
         return offset
 
     def load_block(self, offset: int) -> np.ndarray:
