@@ -25,7 +25,7 @@ from bdrv.tools.img_common import (
 from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
-_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "dd", "measure")
+_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "dd", "snapshot")
 
 
 # Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
@@ -37,9 +37,9 @@ _COMMANDS = {
     "create": "img_create",
     "info": "img_info",
     "map": "img_map",
+    "measure": "img_measure",
     "rebase": "img_rebase",
     "resize": "img_resize",
-    "snapshot": "img_snapshot",
 }
 
 
