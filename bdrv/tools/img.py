@@ -25,7 +25,7 @@ from bdrv.tools.img_common import (
 from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
-_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "dd", "snapshot")
+_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "snapshot")
 
 
 # Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
@@ -35,6 +35,7 @@ _COMMANDS = {
     "compare": "img_compare",
     "convert": "img_convert",
     "create": "img_create",
+    "dd": "img_dd",
     "info": "img_info",
     "map": "img_map",
     "measure": "img_measure",
