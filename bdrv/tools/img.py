@@ -25,7 +25,7 @@ from bdrv.tools.img_common import (
 from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
-_NOT_IMPLEMENTED = ("amend", "bench", "bitmap", "snapshot")
+_NOT_IMPLEMENTED = ("amend", "bench", "bitmap")
 
 
 # Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
@@ -41,6 +41,7 @@ _COMMANDS = {
     "measure": "img_measure",
     "rebase": "img_rebase",
     "resize": "img_resize",
+    "snapshot": "img_snapshot",
 }
 
 

@@ -263,9 +263,17 @@ def _convert(img: Img, a: ConvertArgs, src_flags: int, sources: list[Backend],
     if a.snapshot is not None:
         if len(sources) > 1 and not a.snapshot_opts:
             raise img.fail("No support for concatenating multiple snapshot")
-        drv = sources[0].node.driver
-        raise img.fail(f"Failed to load snapshot: Block format '{drv.format_name}' used by "
-                       "device '' does not support temporarily loading internal snapshots")
+        from bdrv.tools.img_snapshot import load_tmp, load_tmp_by_id_or_name
+
+        try:
+            if a.snapshot_opts:
+                given = dict(parse_opts(a.snapshot))
+                load_tmp(sources[0].node, given.get("snapshot.id"), given.get("snapshot.name"))
+            else:
+                load_tmp_by_id_or_name(sources[0].node, a.snapshot)
+        except BlockError as exc:
+            img.report(exc, "Failed to load snapshot: ")
+            raise ImgExit(1) from None
     drv_cls = None
     values: dict[str, Any] = {}
     if not a.skip_create:
