@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .backends import BDRV_TOOL_NAMES, QEMU_TOOL_NAMES, Backend, Result, Tool, ToolMissing
+from .corrupt import RawCorrupter, corrupter, digest
 from .filters import OutputFilter
 from .interactive import Session
 
@@ -253,6 +254,18 @@ class Iot:
                           prompt=f"{names['io']}> ")
         self._sessions.append(session)
         return session
+
+    def corrupt(self, img: PathArg, fmt: str | None = None) -> RawCorrupter:
+        """A structure-aware corrupter for IMG (harness.corrupt); each edit is logged."""
+        if fmt is None:
+            fmt = img.fmt if isinstance(img, Image) else self.fmt
+        return corrupter(os.fspath(img), fmt, self.log)
+
+    def checksum(self, img: PathArg) -> str:
+        """Log and return the SHA-256 of IMG's bytes (to show a step left it unchanged)."""
+        value = digest(os.fspath(img))
+        self.log(f"sha256 {Path(os.fspath(img)).name}: {value}")
+        return value
 
     def notrun(self, reason: str) -> None:
         """Stop here and report the test as *not run* on this backend."""
