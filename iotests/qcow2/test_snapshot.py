@@ -312,3 +312,45 @@ def test_vmstate_read_write(iot):
     iot.img(["snapshot", "-a", "vm"], img)
     iot.io(img, ["read -b -P 0x33 0 64k"])
     _check(iot, img)
+
+
+def _patch_entry(iot, img, offset, fmt, value, what):
+    """Overwrite a field of the first snapshot table entry (logged)."""
+    data = bytearray(img.path.read_bytes())
+    table = struct.unpack(">Q", data[64:72])[0]
+    struct.pack_into(fmt, data, table + offset, value)
+    img.path.write_bytes(bytes(data))
+    iot.log(f"# snapshot entry 0: {what} = {value:#x}")
+
+
+@formats("qcow2")
+def test_snapshot_bad_table_entries(iot):
+    """Entries 7.2 refuses when it opens the image (too much extra data) or when a
+    snapshot's L1 table is used (unaligned, too large, past what refcounts reach)."""
+    cases = ((36, ">I", 2000, "extra_data_size"), (0, ">Q", 0x12345, "l1_table_offset"),
+             (8, ">I", 1 << 30, "l1_size"), (0, ">Q", 1 << 62, "l1_table_offset"))
+    for offset, fmt, value, what in cases:
+        img = _setup(iot, size="1M")
+        iot.img(["snapshot", "-c", "s"], img)
+        _patch_entry(iot, img, offset, fmt, value, what)
+        iot.img(["snapshot", "-l"], img)
+        iot.img(["snapshot", "-a", "s"], img)
+        iot.img(["convert", "-l", "s", "-O", "raw"], img, iot.path("o.raw"))
+        iot.img(["snapshot", "-d", "s"], img)
+        iot.img(["snapshot", "-l"], img)
+
+
+@formats("qcow2")
+def test_snapshot_apply_after_resize(iot):
+    img = _setup(iot, size="1M")
+    iot.img(["snapshot", "-c", "small"], img)
+    iot.img(["resize", "-f", iot.fmt], img, "2M")
+    iot.img(["snapshot", "-a", "small"], img)
+    iot.img(["info", "-f", iot.fmt, "--output=json"], img)
+    iot.img(["convert", "-l", "small", "-O", "raw"], img, iot.path("o.raw"))
+    iot.img(["info", "-f", "raw"], iot.path("o.raw"))
+    iot.img(["resize", "-f", iot.fmt], img, "1M")
+    iot.img(["resize", "-f", iot.fmt, "--shrink"], img, "1M")
+    iot.img(["snapshot", "-a", "small"], img)
+    iot.io(img, ["read -P 0x11 0 128k"])
+    _check(iot, img)

@@ -9,6 +9,8 @@ uint64 per entry) and written through: only the bytes of the entries that change
 from __future__ import annotations
 
 import errno
+import os
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -407,5 +409,6 @@ class Refcounts:
         """qcow2_free_clusters(); errors are only reported, as QEMU does."""
         try:
             self.update(offset, size, 1, True, discard_type)
-        except BlockError:
-            pass
+        except BlockError as exc:
+            sys.stderr.write(f"qcow2_free_clusters failed: {os.strerror(exc.errno)}\n")
+            sys.stderr.flush()

@@ -409,8 +409,11 @@ def goto(drv: Qcow2Driver, id_or_name: bytes) -> None:
     except BlockError as exc:
         raise _load_failed(exc.errno, (exc.message,)) from None
     if sn.disk_size != drv.size:
-        raise _load_failed(errno.ENOTSUP, ("qcow2: Loading snapshots with different disk "
-                                           "size is not implemented",))
+        # 7.2 resizes the image to the snapshot's size first (blk_truncate, exact).
+        try:
+            drv.node.truncate(sn.disk_size, True, "off")
+        except BlockError as exc:
+            raise _load_failed(exc.errno, (exc.message,)) from None
     try:
         _goto(drv, sn)
     except BlockError as exc:
