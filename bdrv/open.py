@@ -136,7 +136,7 @@ def open_node(
         return _open_with_temp_snapshot(filename, options, flags, warn, inherited)
     levels: list[_Level] = []
     request: _BackingRequest | None = _BackingRequest(filename, options, flags, inherited)
-    seen_files: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int, str]] = set()
     try:
         while request is not None:
             depth = len(levels)
@@ -260,15 +260,16 @@ def _prefix_backing(exc: BlockError, depth: int) -> BlockError:
     return exc.prefixed("Could not open backing file: " * depth) if depth else exc
 
 
-def _check_loop(node: Node, seen: set[tuple[int, int]]) -> None:
-    """A chain that comes back to an image already in it would never end."""
+def _check_loop(node: Node, seen: set[tuple[int, int, str]]) -> None:
+    """A chain that comes back to an image already in it, opened by the same driver,
+    would never end (the same file opened as raw ends the chain there)."""
     file = node.file
     target = file.node if file is not None else node
     fd = getattr(target.driver, "fd", -1)
     if not isinstance(fd, int) or fd < 0:
         return
     st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino)
+    key = (st.st_dev, st.st_ino, node.driver.format_name)
     if key in seen:
         raise BlockError(f"Backing file '{node.filename or target.filename}' creates an "
                          "infinite loop.", errno.ELOOP)

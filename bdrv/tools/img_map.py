@@ -7,8 +7,10 @@ the human format shows only data ranges and treats all others alike.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
+from bdrv.errors import BlockError
 from bdrv.graph import Node
 from bdrv.options import OptionError, parse_size
 from bdrv.request import BLOCK_ALLOCATED, BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO
@@ -133,7 +135,10 @@ def _map(img: Img, node: Node, length: int, start: int, max_length: int,
     curr = MapEntry(start=start, length=0)
     while curr.start + curr.length < length:
         offset = curr.start + curr.length
-        nxt = block_status_entry(node, offset, length - offset)
+        try:
+            nxt = block_status_entry(node, offset, length - offset)
+        except BlockError as exc:
+            raise img.fail(f"Could not read file metadata: {os.strerror(exc.errno)}") from None
         if mergeable(curr, nxt):
             curr.length += nxt.length
             continue

@@ -35,6 +35,7 @@ from .mapping import (
     SC_UNALLOC_PLAIN,
     SC_ZERO_ALLOC,
     SC_ZERO_PLAIN,
+    c_hex,
 )
 from .refcount import DISCARD_NEVER, DISCARD_OTHER, DISCARD_REQUEST
 
@@ -194,7 +195,7 @@ def _calculate_meta(drv: Qcow2Driver, host: int, guest: int, nbytes: int,
         if sc_type == SC_INVALID:
             l2_off = int(m.l1[guest >> (drv.cluster_bits + m.l2_bits)]) & L1E_OFFSET_MASK
             raise drv.corruption(f"Invalid cluster entry found (L2 offset: {l2_off:#x}, "
-                                 f"L2 index: {l2_index + i:#x})")
+                                 f"L2 index: {c_hex(l2_index + i)})")
     if skip_cow:
         return None
     entry, bitmap = m.entry(table, l2_index)

@@ -33,6 +33,7 @@ from .mapping import (
     OFLAG_COMPRESSED,
     OFLAG_COPIED,
     OFLAG_ZERO,
+    c_hex,
 )
 from .refcount import REFT_OFFSET_MASK
 
@@ -271,11 +272,6 @@ def _snapshot_table(drv: Qcow2Driver) -> Any:
         return read_table(drv, drv.hdr.nb_snapshots, drv.hdr.snapshots_offset)
     except BlockError:
         return None
-
-
-def c_hex(value: int) -> str:
-    """C's %#x: "0" for zero, else 0x-prefixed."""
-    return f"{value:#x}" if value else "0"
 
 
 def _text(value: bytes | str) -> str:

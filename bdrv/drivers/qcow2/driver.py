@@ -23,6 +23,7 @@ from bdrv.request import (
     BLOCK_OFFSET_VALID,
     BLOCK_RECURSE,
     BLOCK_ZERO,
+    MAX_LENGTH,
     REQ_MAY_UNMAP,
     REQ_NO_FALLBACK,
     REQ_WRITE_COMPRESSED,
@@ -145,7 +146,9 @@ class Qcow2Driver(Driver):
         self.extended = bool(hdr.incompatible_features & INCOMPAT_EXTL2)
         self.ctype = hdr.compression_type
         l2_bits = self.cluster_bits - (4 if self.extended else 3)
-        l1_vm_state_index = -(-hdr.size // (1 << (self.cluster_bits + l2_bits)))
+        # size_to_l1() in uint64_t: a size within a cluster of 2^64 wraps to a small index.
+        shift = self.cluster_bits + l2_bits
+        l1_vm_state_index = ((hdr.size + (1 << shift) - 1) & (2**64 - 1)) >> shift
         if l1_vm_state_index > 0x7FFFFFFF:
             raise BlockError("Image is too big", errno.EFBIG)
         self.l1_vm_state_index = l1_vm_state_index
@@ -194,6 +197,10 @@ class Qcow2Driver(Driver):
                 not flags & (O_CHECK | O_INACTIVE):
             self._repair_dirty()
         self.node.request_alignment = 512 if hdr.crypt_method else 1
+        if self.size > MAX_LENGTH:
+            # What bdrv_open_driver()'s bdrv_refresh_total_sectors() then refuses.
+            raise BlockError("Could not refresh total sector count: File too large",
+                             errno.EFBIG)
 
     def _repair_dirty(self) -> None:
         """7.2 repairs a dirty image opened read-write (qcow2_co_check_locked with
@@ -550,15 +557,17 @@ class Qcow2Driver(Driver):
         return st
 
     def _detect_metadata_prealloc(self) -> bool:
-        """qcow2_detect_metadata_preallocation(): many more clusters than file blocks."""
+        """qcow2_detect_metadata_preallocation(): many more clusters than file blocks.
+
+        An error (a bad refcount block) counts as "no", as in qcow2_co_block_status()."""
         try:
             real = self.file.driver.get_allocated_file_size()
+            real_clusters = real // self.cluster_size
+            threshold = max(real_clusters * 10 // 9, real_clusters + 2)
+            end_cluster = -(-self.file.getlength() // self.cluster_size)
+            counted = int(np.count_nonzero(self.rc.get_range(0, end_cluster)))
         except BlockError:
             return False
-        real_clusters = real // self.cluster_size
-        threshold = max(real_clusters * 10 // 9, real_clusters + 2)
-        end_cluster = -(-self.file.getlength() // self.cluster_size)
-        counted = int(np.count_nonzero(self.rc.get_range(0, end_cluster)))
         return counted >= threshold
 
     def has_zero_init(self) -> bool:

@@ -252,8 +252,12 @@ def read_extensions(read: ReadFn, hdr: Qcow2Header, end: int, *, want_table: boo
             if want_table:
                 hdr.feature_table = data
         elif magic == EXT_CRYPTO_HEADER:
+            if hdr.crypt_method != 2:
+                raise BlockError("CRYPTO header extension only expected with LUKS "
+                                 "encryption method")
             if length != 16:
-                raise BlockError("Invalid encryption header extension length")
+                raise BlockError(f"CRYPTO header extension size {length}, but expected "
+                                 "size 16")
         elif magic == EXT_BITMAPS:
             if length != 24:
                 raise BlockError("bitmaps_ext: Invalid extension length")

@@ -18,6 +18,8 @@ import numpy as np
 
 from bdrv.errors import BlockError
 
+from .mapping import c_hex
+
 if TYPE_CHECKING:
     from bdrv.graph import Node
 
@@ -124,9 +126,8 @@ class Refcounts:
             return 0
         offset = int(self.table[table_index]) & REFT_OFFSET_MASK
         if offset and offset & (self.cluster_size - 1):
-            index = f"{table_index:#x}" if table_index else "0"  # C's %#x
             raise self.corruption(f"Refblock offset {offset:#x} unaligned "
-                                  f"(reftable index: {index})")
+                                  f"(reftable index: {c_hex(table_index)})")
         return offset
 
     def load_block(self, offset: int) -> np.ndarray:
