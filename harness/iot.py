@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from .backends import BDRV_TOOL_NAMES, QEMU_TOOL_NAMES, Backend, Result, Tool, T
 from .corrupt import RawCorrupter, corrupter, digest
 from .filters import OutputFilter
 from .interactive import Session
+from .machine import Machine, MachineError, program_argv
 
 # argv[0] values that route a generic `iot.run()` to a backend's tool.
 _TOOL_BY_PROGRAM: dict[str, Tool] = {
@@ -87,9 +90,10 @@ class Iot:
         program_paths: dict[str, str] = {}
         for b in backends.values():
             program_paths.update(b.program_paths())
-        self.filter = OutputFilter(str(test_dir), fmt, program_paths)
+        self.filter: Callable[[str], str] = OutputFilter(str(test_dir), fmt, program_paths)
         self._log: list[str] = []
         self._sessions: list[Session] = []
+        self._machines: list[tuple[Machine, str]] = []
 
     # -- the log ---------------------------------------------------------------------
 
@@ -101,6 +105,15 @@ class Iot:
     def log(self, text: str) -> None:
         """Add free text (a heading, a comment) to the log, filtered like tool output."""
         self._append(text if text.endswith("\n") else text + "\n")
+
+    def add_filter(self, extra: Callable[[str], str]) -> None:
+        """Apply `extra` after the standard filters to everything logged from now on."""
+        inner = self.filter
+
+        def chained(text: str) -> str:
+            return extra(inner(text))
+
+        self.filter = chained
 
     def _append(self, text: str) -> None:
         self._log.append(self.filter(text))
@@ -267,6 +280,24 @@ class Iot:
         self.log(f"sha256 {Path(os.fspath(img)).name}: {value}")
         return value
 
+    def machine(self, args: Sequence[str] = (), by: str | None = None,
+                kind: str | None = None, name: str = "vm") -> Machine:
+        """Launch the backend's QMP daemon (qemu-storage-daemon or bdrv-storage-daemon,
+        or `kind`) in the scratch directory; `m.qmp_log(...)` writes to this log."""
+        backend = self._backend(by)
+        if kind is None:
+            kind = "bdrv-storage-daemon" if backend.name == "bdrv" else "qemu-storage-daemon"
+        try:
+            program_argv(kind)
+        except MachineError as exc:
+            notrun(f"{backend.name} backend: {exc}")
+        # Unix socket paths are short (108 bytes): keep them out of pytest's tmp tree.
+        sock_dir = tempfile.mkdtemp(prefix="iot-qmp-")
+        m = Machine(kind, sock_dir, name=name, args=args, log=self.log, cwd=self.test_dir)
+        self._machines.append((m, sock_dir))
+        m.launch()
+        return m
+
     def notrun(self, reason: str) -> None:
         """Stop here and report the test as *not run* on this backend."""
         notrun(reason)
@@ -276,3 +307,7 @@ class Iot:
         for s in self._sessions:
             s.kill()
         self._sessions.clear()
+        for m, sock_dir in self._machines:
+            m.kill()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+        self._machines.clear()
