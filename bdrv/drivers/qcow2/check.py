@@ -107,15 +107,25 @@ class Imrt:
         if np.any(over):
             for k in np.flatnonzero(over):
                 for _ in range(int(new[k]) - self.max):
-                    self.res.messages.append(
-                        f"ERROR: overflow cluster offset=0x{int(k) << self.bits:x}")
-                    self.res.messages.append(
-                        "Use qemu-img amend to increase the refcount entry width or qemu-img "
-                        "convert to create a clean copy if the image cannot be opened for "
-                        "writing")
-                    self.res.corruptions += 1
+                    self._overflow(int(k))
             new = np.minimum(new, self.max)
         self.refs = new
+
+    def inc_one(self, k: int) -> int:
+        """One more reference to cluster k (inside the table); its count now."""
+        self.flush()
+        if self.refs[k] == self.max:
+            self._overflow(k)
+        else:
+            self.refs[k] += 1
+        return int(self.refs[k])
+
+    def _overflow(self, k: int) -> None:
+        self.res.messages.append(f"ERROR: overflow cluster offset=0x{k << self.bits:x}")
+        self.res.messages.append(
+            "Use qemu-img amend to increase the refcount entry width or qemu-img convert to "
+            "create a clean copy if the image cannot be opened for writing")
+        self.res.corruptions += 1
 
     def get(self, k: int) -> int:
         self.flush()
@@ -301,7 +311,9 @@ def check_l1(drv: Qcow2Driver, res: CheckResult, imrt: Imrt, l1_offset: int, l1_
         raise CheckAbort(errno.EIO) from None
     l1 = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
     cs = drv.cluster_size
-    for i in np.flatnonzero(l1):
+    used = np.flatnonzero(l1)
+    reader = L2Reader(drv, l1[used] & np.uint64(L1E_OFFSET_MASK))
+    for n, i in enumerate(used):
         entry = int(l1[i])
         if entry & L1E_RESERVED_MASK:
             res.messages.append(f"ERROR found L1 entry with reserved bits set: {entry:x}")
@@ -312,20 +324,53 @@ def check_l1(drv: Qcow2Driver, res: CheckResult, imrt: Imrt, l1_offset: int, l1_
             res.messages.append(f"ERROR l2_offset={l2_offset:x}: Table is not cluster "
                                 "aligned; L1 entry corrupted")
             res.corruptions += 1
-        check_l2(drv, res, imrt, l2_offset, active, fix)
+        try:
+            raw = reader.table(n)
+        except BlockError:
+            res.messages.append("ERROR: I/O error in check_refcounts_l2")
+            res.check_errors += 1
+            raise CheckAbort(errno.EIO) from None
+        check_l2(drv, res, imrt, l2_offset, raw, active, fix)
 
 
-def check_l2(drv: Qcow2Driver, res: CheckResult, imrt: Imrt, l2_offset: int, active: bool,
-             fix: int) -> None:
+class L2Reader:
+    """Reads the L2 tables of one L1 table, contiguous ones in one request (up to 4 MiB)."""
+
+    RUN_BYTES = 4 << 20
+
+    def __init__(self, drv: Qcow2Driver, offsets: np.ndarray) -> None:
+        self.drv = drv
+        self.offsets = [int(o) for o in offsets]
+        self.size = drv.map.l2_size * 8 * drv.map.width
+        self.start = -1
+        self.buf = b""
+
+    def table(self, n: int) -> bytes:
+        off = self.offsets[n]
+        cs = self.drv.cluster_size
+        if self.start >= 0 and not off & (cs - 1) and self.start <= off and \
+                off + self.size <= self.start + len(self.buf):
+            pos = off - self.start
+            return self.buf[pos : pos + self.size]
+        if off & (cs - 1):
+            return self.drv.file.pread(off, self.size)
+        count = 1
+        limit = max(1, self.RUN_BYTES // cs)
+        while n + count < len(self.offsets) and count < limit and \
+                self.offsets[n + count] == off + count * cs:
+            count += 1
+        if count == 1:
+            return self.drv.file.pread(off, self.size)
+        self.buf = bytes(self.drv.file.pread(off, (count - 1) * cs + self.size))
+        self.start = off
+        return self.buf[: self.size]
+
+
+def check_l2(drv: Qcow2Driver, res: CheckResult, imrt: Imrt, l2_offset: int, raw: bytes,
+             active: bool, fix: int) -> None:
     m = drv.map
     cs = drv.cluster_size
     w = m.width
-    try:
-        raw = drv.file.pread(l2_offset, m.l2_size * 8 * w)
-    except BlockError:
-        res.messages.append("ERROR: I/O error in check_refcounts_l2")
-        res.check_errors += 1
-        raise CheckAbort(errno.EIO) from None
     table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
     entries = table[::w]
     bitmaps = table[1::w] if w == 2 else np.zeros(len(entries), dtype=np.uint64)
@@ -340,7 +385,7 @@ def check_l2(drv: Qcow2Driver, res: CheckResult, imrt: Imrt, l2_offset: int, act
         suspicious &= (entries != 0) | (bitmaps != 0)
     else:
         suspicious &= entries != 0
-    if not np.any(suspicious):
+    if not suspicious.any():
         normal = offsets != 0
         host = offsets[normal].astype(np.int64)
         if len(host) and active:
@@ -493,8 +538,7 @@ def check_refblocks(drv: Qcow2Driver, res: CheckResult, fix: int, imrt: Imrt) ->
                 res.corruptions_fixed += 1
                 imrt.inc(offset, cs)
             continue
-        imrt.inc(offset, cs)
-        count = imrt.get(cluster)
+        count = imrt.inc_one(cluster)
         if count != 1:
             res.messages.append(f"ERROR refcount block {i} refcount={count}")
             res.corruptions += 1
@@ -577,76 +621,111 @@ def check_oflag_copied(drv: Qcow2Driver, res: CheckResult, fix: int) -> None:
         repair = False
     word = "Repairing" if repair else "ERROR"
     m = drv.map
+    w = m.width
+    bits = drv.cluster_bits
+    nb = -(-drv.file.getlength() // drv.cluster_size)
+    used = np.flatnonzero(m.l1)
+    l2offs = m.l1[used] & np.uint64(L1E_OFFSET_MASK)
+    used = used[l2offs != 0]
+    l2offs = l2offs[l2offs != 0]
+    l1_counts = _refcounts_of(drv, (l2offs >> np.uint64(bits)).astype(np.int64), nb)
+    l1_copied = (m.l1[used] & np.uint64(OFLAG_COPIED)) != 0
+    l1_bad = (l1_counts >= 0) & ((l1_counts == 1) != l1_copied)
+    reader = L2Reader(drv, l2offs)
+    batch = 256
+    for first in range(0, len(used), batch):
+        last = min(len(used), first + batch)
+        if not l1_bad[first:last].any():
+            try:
+                raws = [reader.table(n) for n in range(first, last)
+                        if l1_counts[n] >= 0]
+            except BlockError:
+                raws = None
+            if raws is not None:
+                tables = np.frombuffer(b"".join(raws), dtype=">u8").astype(np.uint64)
+                entries = tables[::w]
+                host = entries & np.uint64(L2E_OFFSET_MASK)
+                allocated = ((entries & np.uint64(OFLAG_COMPRESSED)) == 0) & (host != 0)
+                clusters = (host[allocated] >> np.uint64(bits)).astype(np.int64)
+                counts = _refcounts_of(drv, clusters, nb)
+                copied = (entries[allocated] & np.uint64(OFLAG_COPIED)) != 0
+                if not ((counts >= 0) & ((counts == 1) != copied)).any():
+                    continue
+        for n in range(first, last):
+            _oflag_one(drv, res, int(used[n]), repair, word, nb)
+
+
+def _oflag_one(drv: Qcow2Driver, res: CheckResult, l1_index: int, repair: bool, word: str,
+               nb: int) -> None:
+    m = drv.map
     cs = drv.cluster_size
     w = m.width
-    nb = -(-drv.file.getlength() // cs)
-    for l1_index in np.flatnonzero(m.l1):
-        l1_entry = int(m.l1[l1_index])
-        l2_offset = l1_entry & L1E_OFFSET_MASK
-        if not l2_offset:
-            continue
-        refcount = _refcount(drv, l2_offset >> drv.cluster_bits)
-        if refcount is None:
-            continue
-        if (refcount == 1) != bool(l1_entry & OFLAG_COPIED):
-            res.corruptions += 1
-            res.messages.append(f"{word} OFLAG_COPIED L2 cluster: l1_index={l1_index} "
-                                f"l1_entry={l1_entry:x} refcount={refcount}")
-            if repair:
-                from .alloc import write_l1_entry
+    l1_entry = int(m.l1[l1_index])
+    l2_offset = l1_entry & L1E_OFFSET_MASK
+    if not l2_offset:
+        return
+    refcount = _refcount(drv, l2_offset >> drv.cluster_bits)
+    if refcount is None:
+        return
+    if (refcount == 1) != bool(l1_entry & OFLAG_COPIED):
+        res.corruptions += 1
+        res.messages.append(f"{word} OFLAG_COPIED L2 cluster: l1_index={l1_index} "
+                            f"l1_entry={l1_entry:x} refcount={refcount}")
+        if repair:
+            from .alloc import write_l1_entry
 
-                m.l1[l1_index] = np.uint64(l1_entry | OFLAG_COPIED if refcount == 1
-                                           else l1_entry & ~OFLAG_COPIED)
-                try:
-                    write_l1_entry(drv, int(l1_index))
-                except BlockError as exc:
-                    res.check_errors += 1
-                    raise CheckAbort(exc.errno) from None
-                res.corruptions -= 1
-                res.corruptions_fixed += 1
-        try:
-            raw = drv.file.pread(l2_offset, m.l2_size * 8 * w)
-        except BlockError as exc:
-            res.messages.append(f"ERROR: Could not read L2 table: {os.strerror(exc.errno)}")
-            res.check_errors += 1
-            raise CheckAbort(exc.errno) from None
-        table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-        entries = table[::w]
-        host = entries & np.uint64(L2E_OFFSET_MASK)
-        allocated = ((entries & np.uint64(OFLAG_COMPRESSED)) == 0) & (host != 0)
-        idx = np.flatnonzero(allocated)
-        if not len(idx):
-            continue
-        clusters = (host[idx] >> np.uint64(drv.cluster_bits)).astype(np.int64)
-        counts = _refcounts_of(drv, clusters, nb)
-        copied = (entries[idx] & np.uint64(OFLAG_COPIED)) != 0
-        bad = np.flatnonzero((counts >= 0) & ((counts == 1) != copied))
-        dirty = 0
-        for b in bad:
-            j = int(idx[b])
-            entry = int(entries[j])
-            refcount = int(counts[b])
-            res.corruptions += 1
-            res.messages.append(f"{word} OFLAG_COPIED data cluster: l2_entry={entry:x} "
-                                f"refcount={refcount}")
-            if repair:
-                table[j * w] = np.uint64(entry | OFLAG_COPIED if refcount == 1
-                                         else entry & ~OFLAG_COPIED)
-                dirty += 1
-        if dirty:
-            from .alloc import OL_ACTIVE_L2
-
+            m.l1[l1_index] = np.uint64(l1_entry | OFLAG_COPIED if refcount == 1
+                                       else l1_entry & ~OFLAG_COPIED)
             try:
-                drv.check_overlap(OL_ACTIVE_L2, l2_offset, cs)
+                write_l1_entry(drv, int(l1_index))
             except BlockError as exc:
-                res.messages.append("ERROR: Could not write L2 table; metadata overlap check "
-                                    f"failed: {os.strerror(exc.errno)}")
                 res.check_errors += 1
                 raise CheckAbort(exc.errno) from None
-            drv.file.pwrite(l2_offset, table.astype(">u8").tobytes()[:cs])
-            drv.map.cache.drop(l2_offset)
-            res.corruptions -= dirty
-            res.corruptions_fixed += dirty
+            res.corruptions -= 1
+            res.corruptions_fixed += 1
+    try:
+        raw = drv.file.pread(l2_offset, m.l2_size * 8 * w)
+    except BlockError as exc:
+        res.messages.append(f"ERROR: Could not read L2 table: {os.strerror(exc.errno)}")
+        res.check_errors += 1
+        raise CheckAbort(exc.errno) from None
+    table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+    entries = table[::w]
+    host = entries & np.uint64(L2E_OFFSET_MASK)
+    allocated = ((entries & np.uint64(OFLAG_COMPRESSED)) == 0) & (host != 0)
+    idx = np.flatnonzero(allocated)
+    if not len(idx):
+        return
+    clusters = (host[idx] >> np.uint64(drv.cluster_bits)).astype(np.int64)
+    counts = _refcounts_of(drv, clusters, nb)
+    copied = (entries[idx] & np.uint64(OFLAG_COPIED)) != 0
+    bad = np.flatnonzero((counts >= 0) & ((counts == 1) != copied))
+    dirty = 0
+    for b in bad:
+        j = int(idx[b])
+        entry = int(entries[j])
+        refcount = int(counts[b])
+        res.corruptions += 1
+        res.messages.append(f"{word} OFLAG_COPIED data cluster: l2_entry={entry:x} "
+                            f"refcount={refcount}")
+        if repair:
+            table[j * w] = np.uint64(entry | OFLAG_COPIED if refcount == 1
+                                     else entry & ~OFLAG_COPIED)
+            dirty += 1
+    if dirty:
+        from .alloc import OL_ACTIVE_L2
+
+        try:
+            drv.check_overlap(OL_ACTIVE_L2, l2_offset, cs)
+        except BlockError as exc:
+            res.messages.append("ERROR: Could not write L2 table; metadata overlap check "
+                                f"failed: {os.strerror(exc.errno)}")
+            res.check_errors += 1
+            raise CheckAbort(exc.errno) from None
+        drv.file.pwrite(l2_offset, table.astype(">u8").tobytes()[:cs])
+        drv.map.cache.drop(l2_offset)
+        res.corruptions -= dirty
+        res.corruptions_fixed += dirty
 
 
 def _refcount(drv: Qcow2Driver, cluster: int) -> int | None:
