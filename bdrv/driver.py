@@ -213,7 +213,7 @@ def register(cls: type[Driver]) -> type[Driver]:
 
 def _load_builtin() -> None:
     # Importing the modules registers the drivers.
-    from bdrv.drivers import file, qcow2, raw  # noqa: F401
+    from bdrv.drivers import blkdebug, file, qcow2, raw  # noqa: F401
     from bdrv.drivers.vpc import driver as vpc_driver  # noqa: F401
 
 

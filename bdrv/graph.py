@@ -143,6 +143,10 @@ class Node(Parent, RequestLayer):
     probed_raw: bool = False
     auto_node_name: bool = False
     closed: bool = False
+    # The blkdebug driver that events on this node reach (the first one down the
+    # primary children, as bdrv_debug_event() looks for it), or None: callers test
+    # this before building an event, so without blkdebug events cost one lookup.
+    debug: Any = None
 
     # -- graph -----------------------------------------------------------------
     @property
@@ -173,6 +177,8 @@ class Node(Parent, RequestLayer):
         child = Child(name, role, self, child_node, perm, shared)
         attach_child(child)
         self.children.append(child)
+        if child_node.debug is not None and role & CHILD_PRIMARY:
+            self.debug = child_node.debug
         return child
 
     def detach_child(self, child: Child) -> None:

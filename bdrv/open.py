@@ -509,9 +509,11 @@ def _reject_leftovers(drv_cls: type[Driver], options: dict[str, Any]) -> None:
 
     # QEMU names the first leftover in its dictionary's order.
     for key in qdict_order(list(options)):
-        kind = "protocol" if drv_cls.protocol_name is not None else "format"
+        if drv_cls.protocol_name is not None:
+            raise BlockError(f"Block protocol '{drv_cls.format_name}' doesn't support the "
+                             f"option '{key}'")
         raise BlockError(
-            f"Block {kind} '{drv_cls.format_name}' does not support the option '{key}'"
+            f"Block format '{drv_cls.format_name}' does not support the option '{key}'"
         )
 
 
@@ -546,10 +548,16 @@ def _gather(node: Node) -> tuple[dict[str, Any], bool]:
     drv = node.driver
     opts: dict[str, Any] = {"driver": drv.format_name}
     strong = False
-    if drv.protocol_name is not None:
+    if drv.protocol_name is not None and not drv.is_filter:
         opts["filename"] = getattr(drv, "filename", node.filename)
     for key in getattr(drv, _STRONG_OPTIONS_ATTR, ()):
-        if key in node.options:
+        if key.endswith("."):
+            # A prefix: every option under it (blkdebug's "inject-error.").
+            for each in node.options:
+                if each.startswith(key):
+                    opts[each] = node.options[each]
+                    strong = True
+        elif key in node.options:
             opts[key] = node.options[key]
             strong = True
     overridden = backing_overridden(node)
