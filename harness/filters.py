@@ -97,19 +97,6 @@ def scratch_spellings(test_dir: str) -> list[str]:
     return sorted(spellings, key=len, reverse=True)
 
 
-_DISK_SIZE = re.compile(r"^(disk size: ).*$|(\"actual-size\": )\d+", re.M)
-
-
-def filter_disk_size(text: str) -> str:
-    """Mask `disk size:` (human info) and "actual-size" (JSON info).
-
-    A file's allocated size depends on its write history, not only on its final
-    extents: ext4 keeps an extent-tree block once a file has had more than four
-    extents, even after they merge again. Tests whose images are written in a
-    different order by the two implementations mask it."""
-    return _DISK_SIZE.sub(lambda m: (m.group(1) or m.group(2)) + "SIZE", text)
-
-
 @dataclass
 class OutputFilter:
     """The standard filter chain applied to every logged line of a test."""
