@@ -362,7 +362,8 @@ def _prepare(state: ReopenState) -> None:
     state.detect_zeroes = _detect_zeroes(generic.get("detect-zeroes"), state.flags)
     for key in _FIXED_GENERIC:
         if key in generic:
-            pending[key] = generic[key]
+            # Put back as QemuOpts strings: a QMP boolean never equals them.
+            pending[key] = _opt_string(generic[key])
     read_only = not state.flags & O_RDWR
     if read_only and getattr(node, "copy_on_read", False):
         raise BlockError(f"Can't set node '{node.node_name}' to r/o with copy-on-read enabled")
@@ -378,6 +379,16 @@ def _prepare(state: ReopenState) -> None:
     except BaseException:
         drv.reopen_abort(state)
         raise
+
+
+def _opt_string(value: Any) -> Any:
+    """A value as qemu_opts_to_qdict() gives it back: booleans as on/off, numbers as
+    decimal strings."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return str(value)
+    return value
 
 
 def _detect_zeroes(value: Any, flags: int) -> str:

@@ -135,8 +135,9 @@ class FileDriver(Driver):
     has_variable_length = True
     runtime_options = ("filename", "aio", "aio-max-batch", "locking", "pr-manager",
                        "drop-cache", "x-check-cache-dropped")
-    # The only options a reopen may change (file-posix's mutable_opts).
-    mutable_options = ("x-check-cache-dropped", "drop-cache")
+    # The options a reopen may leave out (file-posix's mutable_opts); drop-cache may
+    # change but, once given, must be given again.
+    mutable_options = ("x-check-cache-dropped",)
     create_options: ClassVar[tuple[OptionDesc, ...]] = (
         OptionDesc("size", "size", "Virtual disk size"),
         OptionDesc("nocow", "bool", "Turn off copy-on-write (valid only on btrfs)"),
@@ -257,6 +258,12 @@ class FileDriver(Driver):
         for key in ("drop-cache", "x-check-cache-dropped"):
             if key in state.unhandled:
                 parse_bool(key, state.unhandled.pop(key))
+        # file-posix puts the options it cannot change back as option strings, so a
+        # number (aio-max-batch from QMP) never equals its old value.
+        for key in self.runtime_options:
+            value = state.unhandled.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                state.unhandled[key] = str(value)
         self.reopen_state = state
 
     def reopen_commit(self, state: ReopenState) -> None:

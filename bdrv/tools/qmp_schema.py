@@ -82,6 +82,14 @@ def check(schema: Type, args: Any, path: str = "") -> None:
     _visit(schema, args, path)
 
 
+def _bare(name: str) -> str:
+    """The member's own name, as 7.2's visitor words enum and alternate errors (a list
+    element has none: 'null')."""
+    if not name or name.endswith("]"):
+        return "null"
+    return name.rsplit(".", 1)[-1]
+
+
 def _visit(t: Type, value: Any, name: str) -> None:
     kind = t.kind
     if kind == "any":
@@ -91,19 +99,30 @@ def _visit(t: Type, value: Any, name: str) -> None:
             return
         if not isinstance(value, dict):
             expected = "BlockdevRefOrNull" if kind == "ref-or-null" else "BlockdevRef"
-            raise QMPError(f"Invalid parameter type for '{name or 'null'}', expected: "
+            raise QMPError(f"Invalid parameter type for '{_bare(name)}', expected: "
                            f"{expected}")
         _visit(BLOCKDEV_OPTIONS, value, name)
+        return
+    if kind == "alternate":
+        # A string of the enum `element`, or the object of `members`.
+        assert t.element is not None
+        if isinstance(value, str):
+            _visit(t.element, value, name)
+        elif isinstance(value, dict):
+            _visit(struct(*t.members), value, name)
+        else:
+            raise QMPError(f"Invalid parameter type for '{_bare(name)}', expected: {t.name}")
         return
     if kind == "str" or kind == "enum":
         if not isinstance(value, str):
             raise QMPError(f"Invalid parameter type for '{name}', expected: string")
         if kind == "enum" and value not in t.values:
-            raise QMPError(f"Parameter '{name}' does not accept value '{value}'")
+            raise QMPError(f"Parameter '{_bare(name)}' does not accept value '{value}'")
         return
     if kind in ("int", "size"):
+        low, high = (0, 1 << 64) if kind == "size" else (-(1 << 63), 1 << 63)
         if isinstance(value, bool) or not isinstance(value, int) or \
-                (kind == "size" and value < 0):
+                not low <= value < high:
             raise QMPError(f"Invalid parameter type for '{name}', expected: "
                            f"{_EXPECTED[kind]}")
         return
@@ -176,10 +195,18 @@ _FILE = (
 )
 _GENERIC_FORMAT = (req("file", _REF),)
 _COW_FORMAT = (*_GENERIC_FORMAT, opt("backing", _REF_OR_NULL))
+_OVERLAP_MODE = enum("Qcow2OverlapCheckMode", "none", "constant", "cached", "all")
+_OVERLAP_CHECKS = Type(
+    "alternate", "Qcow2OverlapChecks", element=_OVERLAP_MODE,
+    members=(opt("template", _OVERLAP_MODE),
+             *(opt(flag, BOOL) for flag in (
+                 "main-header", "active-l1", "active-l2", "refcount-table",
+                 "refcount-block", "snapshot-table", "inactive-l1", "inactive-l2",
+                 "bitmap-directory"))))
 _QCOW2 = (
     *_COW_FORMAT, opt("lazy-refcounts", BOOL), opt("pass-discard-request", BOOL),
     opt("pass-discard-snapshot", BOOL), opt("pass-discard-other", BOOL),
-    opt("overlap-check", ANY), opt("cache-size", INT), opt("l2-cache-size", INT),
+    opt("overlap-check", _OVERLAP_CHECKS), opt("cache-size", INT), opt("l2-cache-size", INT),
     opt("l2-cache-entry-size", INT), opt("refcount-cache-size", INT),
     opt("cache-clean-interval", INT), opt("encrypt", ANY), opt("data-file", _REF),
 )
