@@ -1,0 +1,251 @@
+"""qcow2 under blkdebug: I/O errors injected at qcow2's events (QEMU 7.2's BlkdebugEvent
+names), the error lines and exit status of the failing qemu-io run, the image left
+behind (cmp'd with a twin QEMU wrote through the same rules), `check` before and after
+`-r leaks` / `-r all`, and the guest data read back by real QEMU (by="qemu").
+
+References come from qemu-img/qemu-io 7.2 (--backend qemu --regen).
+"""
+
+import pytest
+
+from harness import formats
+
+pytestmark = pytest.mark.rw
+
+
+def _config(iot, text, name="blkdebug.cfg"):
+    path = iot.path(name)
+    path.write_text(text)
+    iot.log(f"# {name}:\n" + "".join(f"#   {line}\n" for line in text.splitlines()))
+    return path
+
+
+def _rule(event, **opts):
+    lines = ["[inject-error]", f'event = "{event}"']
+    lines += [f'{key} = "{value}"' for key, value in opts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _set_state(event, state, new_state):
+    return (f'[set-state]\nevent = "{event}"\nstate = "{state}"\n'
+            f'new_state = "{new_state}"\n')
+
+
+def _fail(iot, cfg, cmds, size="64M", opts=None, setup=(), name="t.qcow2"):
+    """Create an image (and a QEMU-made twin), run `setup` plainly, then `cmds`
+    through blkdebug with `cfg` on both; cmp the two images."""
+    img = iot.create(size, name=name, opts=opts)
+    twin = iot.create(size, name="qemu-" + name, opts=opts, by="qemu")
+    if setup:
+        iot.io(img, setup)
+        iot.io(twin, setup, by="qemu")
+    iot.io(f"blkdebug:{cfg}:{img.path}", cmds, fmt="")
+    iot.io(f"blkdebug:{cfg}:{twin.path}", cmds, fmt="", by="qemu")
+    iot.run(["cmp", img.path.name, twin.path.name])
+    return img
+
+
+def _check_repair(iot, img, mode="leaks"):
+    iot.img(["check", "-f", "qcow2"], img)
+    iot.img(["check", "-f", "qcow2", "-r", mode], img)
+    iot.img(["check", "-f", "qcow2"], img)
+
+
+@formats("qcow2")
+def test_blkdebug_l2_alloc_write(iot):
+    """The new L2 table cannot be written: its cluster stays counted."""
+    cfg = _config(iot, _rule("l2_alloc_write"))
+    img = _fail(iot, cfg, "write -P 0x11 0 64k")
+    _check_repair(iot, img, "leaks")
+    iot.io(img, ["read -P 0 0 64k", "write -P 0x22 0 64k", "read -P 0x22 0 64k"], by="qemu")
+    iot.img(["check", "-f", "qcow2"], img)
+
+
+@formats("qcow2")
+def test_blkdebug_l2_alloc_write_once(iot):
+    """once=on: only the L2 write fails; the clean-up after it reaches the disk."""
+    cfg = _config(iot, _rule("l2_alloc_write", once="on"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -P 0x22 64k 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x22 64k 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_l1_update(iot):
+    """The L1 entry of a new L2 table cannot be written."""
+    cfg = _config(iot, _rule("l1_update"))
+    img = _fail(iot, cfg, "write -P 0x11 0 64k", setup=["write -P 0x33 32M 64k"])
+    _check_repair(iot, img, "leaks")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x33 32M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_write_aio(iot):
+    """The guest data write fails after its cluster was allocated."""
+    cfg = _config(iot, _rule("write_aio", errno="28"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "read 0 64k"],
+                setup=["write -P 0x33 1M 64k"])
+    _check_repair(iot, img, "leaks")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x33 1M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_write_aio_once_vs_always(iot):
+    """once=on fails one request (the next write works); once=off fails all."""
+    cfg = _config(iot, _rule("write_aio", once="on"), "once.cfg")
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -P 0x22 64k 64k"],
+                setup=["write -P 0x33 1M 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x22 64k 64k", "read -P 0x33 1M 64k"],
+           by="qemu")
+    cfg = _config(iot, _rule("write_aio", once="off"), "always.cfg")
+    img = _fail(iot, cfg, ["write -P 0x44 2M 64k", "write -P 0x55 3M 64k"],
+                setup=["write -P 0x33 1M 64k"], name="u.qcow2")
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0 2M 64k", "read -P 0 3M 64k", "read -P 0x33 1M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_immediately(iot):
+    """immediately=on fails the same request as the default does."""
+    cfg = _config(iot, _rule("write_aio", immediately="on", errno="5"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k"], setup=["write -P 0x33 1M 64k"])
+    _check_repair(iot, img, "leaks")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x33 1M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_cluster_alloc(iot):
+    """An error armed by cluster allocation hits the refcount block write."""
+    cfg = _config(iot, _rule("cluster_alloc"))
+    img = _fail(iot, cfg, "write -P 0x11 0 64k", setup=["write -P 0x33 1M 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x33 1M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_flush_to_disk(iot):
+    """A flush that fails: the qemu-io flush command and then closing the image."""
+    cfg = _config(iot, _rule("flush_to_disk", iotype="flush"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "flush", "write -P 0x22 64k 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0x11 0 64k", "read -P 0x22 64k 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_sector_filter(iot):
+    """sector= limits the error to requests covering that sector: the L2 table at
+    0x50000 (sector 640) fails, a rule for an untouched sector does nothing."""
+    cfg = _config(iot, _rule("l2_alloc_write", sector="640") + _rule("cluster_alloc",
+                                                                     sector="100000"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -P 0x22 1M 64k"],
+                setup=["write -P 0x33 32M 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0 0 64k", "read -P 0x22 1M 64k", "read -P 0x33 32M 64k"],
+           by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_set_state(iot):
+    """set-state: the error is armed only after the state changed (state 2 after the
+    first L2 table was allocated), so the first write succeeds."""
+    cfg = _config(iot, _set_state("l2_alloc_write", 1, 2)
+                  + _rule("write_aio", state="2", once="on"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -P 0x22 64k 64k",
+                           "write -P 0x33 128k 64k"])
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0x11 0 64k", "read -P 0 64k 64k", "read -P 0x33 128k 64k"],
+           by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_read_aio(iot):
+    """Reads of allocated data fail with the configured errno; the image is intact."""
+    cfg = _config(iot, _rule("read_aio", errno="61"))
+    img = iot.create("64M")
+    iot.io(img, ["write -P 0x11 0 64k"])
+    iot.io(f"blkdebug:{cfg}:{img.path}", ["read -P 0 1M 64k", "read -P 0x11 0 64k",
+                                          "read -P 0 2M 4k"], fmt="")
+    iot.img(["check", "-f", "qcow2"], img)
+    iot.io(img, ["read -P 0x11 0 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_refblock_alloc(iot):
+    """512-byte clusters: a write that needs a new refcount block fails at each step
+    of its allocation in turn."""
+    for event in ("refblock_alloc", "refblock_alloc_write", "refblock_alloc_hookup"):
+        iot.log(f"## {event}")
+        cfg = _config(iot, _rule(event), f"{event}.cfg")
+        img = _fail(iot, cfg, ["write -P 0x11 0 192k"], size="16M",
+                    opts="cluster_size=512", name=f"{event}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0 0 192k", "write -P 0x22 0 192k", "read -P 0x22 0 192k"],
+               by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_refblock_alloc_table(iot):
+    """512-byte clusters: growing the refcount table fails at each of its writes."""
+    for event in ("refblock_alloc_write_blocks", "refblock_alloc_write_table",
+                  "refblock_alloc_switch_table"):
+        iot.log(f"## {event}")
+        cfg = _config(iot, _rule(event), f"{event}.cfg")
+        img = _fail(iot, cfg, ["write -P 0x11 0 9M"], size="16M",
+                    opts="cluster_size=512", name=f"{event}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0 0 9M"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_bad_configs(iot):
+    """Config files and options 7.2 refuses, and its words for them."""
+    img = iot.create("64M")
+    bad = {
+        "unknown-event.cfg": _rule("l2_alloc.write"),
+        "no-event.cfg": '[inject-error]\nerrno = "5"\n',
+        "no-group.cfg": 'event = "l1_update"\n',
+        "bad-group.cfg": '[inject-errors]\nevent = "l1_update"\n',
+        "bad-key.cfg": _rule("l1_update") + 'bogus = "1"\n',
+        "bad-errno.cfg": _rule("l1_update", errno="x"),
+        "bad-bool.cfg": _rule("l1_update", once="maybe"),
+        "bad-iotype.cfg": _rule("l1_update", iotype="fsync"),
+        "set-state-errno.cfg": '[set-state]\nevent = "l1_update"\nerrno = "5"\n',
+        "unquoted.cfg": "[inject-error]\nevent = l1_update\n",
+        "blank.cfg": "[inject-error]\n   \n",
+        "duplicate-id.cfg": '[inject-error "a"]\nevent = "l1_update"\n'
+                            '[inject-error "a"]\nevent = "l1_update"\n',
+    }
+    for name, text in bad.items():
+        cfg = _config(iot, text, name)
+        iot.io(f"blkdebug:{cfg}:{img.path}", "read 0 512", fmt="")
+    iot.io(f"blkdebug:{iot.path('missing.cfg')}:{img.path}", "read 0 512", fmt="")
+    iot.io(f"blkdebug:{img.path}", "read 0 512", fmt="")
+    base = f"driver=qcow2,file.driver=blkdebug,file.image.filename={img.path}"
+    for extra in ("file.inject-error.0.event=bogus", "file.inject-error.0.bogus=1",
+                  "file.inject-error.0=1", "file.set-state.1.event=l1_update",
+                  "file.align=3", "file.bogus=1", "file.config=" + str(iot.path("nope"))):
+        iot.io(None, [], opts=["--image-opts", "-c", "read 0 512", f"{base},{extra}"])
+    iot.io(None, [], opts=["--image-opts", "-c", "read 0 512",
+                           "driver=qcow2,file.driver=blkdebug"])
+
+
+@formats("qcow2")
+def test_blkdebug_inline_rules(iot):
+    """Rules given as options: --image-opts inject-error.N.* and set-state.N.*, the
+    info of the filtered image, and an error armed when the node opens (none)."""
+    img = iot.create("64M")
+    iot.io(img, ["write -P 0x11 0 64k"])
+    base = f"driver=qcow2,file.driver=blkdebug,file.image.filename={img.path}"
+    iot.io(None, [], opts=["--image-opts", "-c", "read -P 0x11 0 64k", "-c", "info",
+                           f"{base},file.inject-error.0.event=read_aio,"
+                           "file.inject-error.0.state=2,file.set-state.0.event=l2_load,"
+                           "file.set-state.0.new_state=2"])
+    iot.io(None, [], opts=["--image-opts", "-c", "read -P 0x11 0 64k",
+                           f"{base},file.inject-error.0.event=read_aio,"
+                           "file.inject-error.0.iotype=write"])
+    iot.io(None, [], opts=["--image-opts", "-c", "read -P 0x11 0 64k",
+                           f"{base},file.inject-error.event=none,file.inject-error.errno=1"])
+    iot.img(["info", "--image-opts", f"{base},file.inject-error.0.event=l1_update"])
+    iot.img(["info", f"blkdebug::{img.path}"])
+    iot.img(["check", "-f", "qcow2"], img)
