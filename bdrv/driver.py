@@ -58,6 +58,8 @@ class Driver:
     # Driver options that a reopen may leave out to reset them to their default
     # (QEMU's mutable_opts); any other explicit option must be given again.
     mutable_options: ClassVar[tuple[str, ...]] = ()
+    # Options `qemu-img amend` can change (amend_opts); empty: no amend support.
+    amend_options: ClassVar[tuple[OptionDesc, ...]] = ()
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -185,6 +187,13 @@ class Driver:
     def change_backing_file(self, backing_file: str | None, backing_fmt: str | None) -> None:
         """The driver's bdrv_change_backing_file: record a new backing name in the image."""
         raise BlockError("Operation not supported", errno.ENOTSUP)
+
+    def amend(self, options: dict[str, Any], status: Callable[[int, int], None],
+              force: bool) -> None:
+        """bdrv_amend_options(): change the image to the parsed `options` (names as
+        in `amend_options`, only those given); `status(done, total)` reports progress."""
+        raise BlockError(f"Block driver '{self.format_name}' does not support option "
+                         "amendment", errno.ENOTSUP)
 
     def make_empty(self) -> None:
         """bdrv_make_empty(): drop all data of this (overlay) node."""

@@ -25,11 +25,12 @@ from bdrv.tools.img_common import (
 from bdrv.tools.output import write_stdout
 
 # Subcommands qemu-img 7.2 has and bdrv-img does not implement (yet).
-_NOT_IMPLEMENTED = ("amend", "bench", "bitmap")
+_NOT_IMPLEMENTED = ("bench", "bitmap")
 
 
 # Subcommand name -> module in bdrv.tools with a `run(img, argv) -> int`.
 _COMMANDS = {
+    "amend": "img_amend",
     "check": "img_check",
     "commit": "img_commit",
     "compare": "img_compare",

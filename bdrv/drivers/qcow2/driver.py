@@ -31,6 +31,7 @@ from bdrv.request import (
 )
 
 from . import alloc
+from .amend import AMEND_OPTIONS
 from .compress import decompress, parse_entry
 from .header import (
     AUTOCLEAR_DATA_FILE_RAW,
@@ -98,6 +99,7 @@ class Qcow2Driver(Driver):
     supports_compressed_writes = True
     runtime_options = RUNTIME_OPTIONS
     create_options = CREATE_OPTIONS
+    amend_options = AMEND_OPTIONS
 
     def __init__(self, node: Any) -> None:
         super().__init__(node)
@@ -528,6 +530,13 @@ class Qcow2Driver(Driver):
             raise
         self.backing_file = self.hdr.backing_file
         self.backing_format = self.hdr.backing_format
+
+    def amend(self, options: dict[str, Any], status: Callable[[int, int], None],
+              force: bool) -> None:
+        from .amend import amend
+
+        self._alive()
+        amend(self, options, status)
 
     def make_empty(self) -> None:
         from .empty import make_empty

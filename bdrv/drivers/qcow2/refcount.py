@@ -91,15 +91,12 @@ class Refcounts:
         self.file = file
         self.cluster_bits = cluster_bits
         self.cluster_size = 1 << cluster_bits
-        self.order = order
-        self.block_bits = cluster_bits - (order - 3)
-        self.block_size = 1 << self.block_bits
-        self.max = (1 << (1 << order)) - 1
+        self.blocks: dict[int, np.ndarray] = {}
+        self.set_order(order)
         self.table_offset = table_offset
         size = table_clusters << (cluster_bits - 3)
         raw = file.pread(table_offset, size * 8) if size else b""
         self.table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
-        self.blocks: dict[int, np.ndarray] = {}
         self.free_cluster_index = 0
         self.free_byte_offset = 0
         self.corruption = corruption
@@ -110,6 +107,14 @@ class Refcounts:
                                                      DISCARD_SNAPSHOT: True}
         self.on_free: Callable[[int], None] = lambda offset: None
         self.pending_discards: list[tuple[int, int]] = []
+
+    def set_order(self, order: int) -> None:
+        """The entry width (2^order bits) and what follows from it; drops cached blocks."""
+        self.order = order
+        self.block_bits = self.cluster_bits - (order - 3)
+        self.block_size = 1 << self.block_bits
+        self.max = (1 << (1 << order)) - 1
+        self.blocks.clear()
 
     # -- reading ------------------------------------------------------------------
     @property
