@@ -60,6 +60,7 @@ from .mapping import (
 )
 from .options import CREATE_OPTIONS, RUNTIME_OPTIONS, parse_runtime_options
 from .refcount import DISCARD_OTHER, DISCARD_REQUEST, REFT_OFFSET_MASK, Refcounts
+from .reopen import Qcow2Reopen
 
 OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount table",
             "refcount block", "snapshot table", "inactive L1 table", "inactive L2 table",
@@ -92,7 +93,7 @@ def read_chain(top: Node, offset: int, length: int) -> bytes:
 
 
 @register
-class Qcow2Driver(Driver):
+class Qcow2Driver(Qcow2Reopen, Driver):
     format_name = "qcow2"
     supports_backing = True
     create_supports_backing = True

@@ -93,6 +93,14 @@ def reopen_abort(drv: Qcow2Driver, state: ReopenState) -> None:
     state.driver_data = None
 
 
+def child_replaced(drv: Qcow2Driver, name: str | None) -> None:
+    file = drv.node.file
+    if name != "file" or file is None:
+        return
+    for holder in (drv.map, drv.map.cache, drv.rc):
+        holder.file = file.node
+
+
 class Qcow2Reopen:
     """The reopen hooks of Qcow2Driver (a mixin placed before Driver)."""
 
@@ -107,3 +115,7 @@ class Qcow2Reopen:
 
     def reopen_abort(self, state: ReopenState) -> None:
         reopen_abort(self, state)  # type: ignore[arg-type]
+
+    def child_replaced(self, name: str | None) -> None:
+        """A reopen gave the node another file child: metadata goes there now."""
+        child_replaced(self, name)  # type: ignore[arg-type]
