@@ -111,9 +111,11 @@ class Driver:
         if self.is_filter or role & CHILD_FILTERED:
             return perm, shared
         if role & CHILD_COW:
-            # Backing files are only read; they must not change under us.
+            # Backing files are only read. They may change under us (be written
+            # and resized) only if our own users can cope with changing data.
             cperm = perm & PERM_CONSISTENT_READ
-            cshared = (shared & ~(PERM_WRITE | PERM_RESIZE)) | PERM_WRITE_UNCHANGED
+            cshared = PERM_WRITE | PERM_RESIZE if shared & PERM_WRITE else 0
+            cshared |= PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED
             if self.node.open_flags & O_INACTIVE:
                 cshared |= PERM_WRITE | PERM_RESIZE
             return cperm, cshared
@@ -125,10 +127,10 @@ class Driver:
         cperm, cshared = perm & ~DEFAULT_PERM_UNCHANGED, shared | DEFAULT_PERM_UNCHANGED
         if role & CHILD_METADATA:
             cperm |= PERM_CONSISTENT_READ
+            # What our parents need passes on; a writable node also takes write
+            # and resize for its metadata.
             if self.node.open_flags & O_RDWR:
                 cperm |= PERM_WRITE | PERM_RESIZE
-            else:
-                cperm &= ~(PERM_WRITE | PERM_RESIZE)
             cshared &= ~(PERM_WRITE | PERM_RESIZE)
             cshared |= PERM_WRITE_UNCHANGED
         if role & CHILD_DATA:

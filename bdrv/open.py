@@ -153,6 +153,8 @@ def open_node(
             try:
                 if depth + 1 < len(levels):
                     _attach_backing(level.node, levels[depth + 1].node)
+                elif level.backing_ref is not None:
+                    _attach_backing(level.node, level.backing_ref)
                 _finish_level(level)
             except BlockError as exc:
                 raise _prefix_backing(exc, depth) from None
@@ -234,7 +236,11 @@ def _open_level(
         return _Level(node, drv_cls, options, flags)
     except BaseException:
         if not referenced and not file_node.parents:
+            opened = list(file_node.walk())
             file_node.close()
+            for each in opened:
+                if each.closed:  # its name is free again
+                    forget_node_name(each)
         raise
 
 
@@ -246,6 +252,8 @@ class _Level:
     drv_cls: type[Driver]
     options: dict[str, Any]
     flags: int
+    # A backing node given by name ("backing": "node-name").
+    backing_ref: Node | None = None
 
 
 @dataclass
@@ -299,9 +307,16 @@ def _backing_request(level: _Level, warn: Warn) -> _BackingRequest | None:
     child_opts = extract_child_options(options, "backing")
     reference = options.get("backing")
     if isinstance(reference, str):
-        # bdrv_open_backing_file() prefixes the failed lookup like any failed open.
-        raise BlockError(f"Could not open backing file: Cannot find device='{reference}' "
-                         f"nor node-name='{reference}'", errno.ENODEV)
+        if reference not in _named_nodes:
+            # bdrv_open_backing_file() prefixes the failed lookup like any failed open.
+            raise BlockError(f"Could not open backing file: Cannot find device='{reference}' "
+                             f"nor node-name='{reference}'", errno.ENODEV)
+        if not drv.supports_backing:
+            raise BlockError("Driver doesn't support backing files")
+        # An existing node by name: attached as it is, not opened along.
+        del options["backing"]
+        level.backing_ref = _named_nodes[reference]
+        return None
     filename: str | None = None
     if "file.filename" not in child_opts and not isinstance(child_opts.get("file"), str):
         if not backing_file and not child_opts:
@@ -540,7 +555,8 @@ def backing_overridden(node: Node) -> bool:
     """bdrv_backing_overridden(): the backing node is not what the image names."""
     backing = node.backing
     if backing is None:
-        return False
+        # Detached (backing=null) although the image names one.
+        return bool(getattr(node, "auto_backing_file", None))
     return str(getattr(node, "auto_backing_file", "")) != backing.node.filename
 
 
@@ -560,11 +576,14 @@ def _gather(node: Node) -> tuple[dict[str, Any], bool]:
         elif key in node.options:
             opts[key] = node.options[key]
             strong = True
-    overridden = backing_overridden(node)
+    # Without I/O (qemu-img info) a backing file changes nothing: not overridden.
+    overridden = backing_overridden(node) and not node.open_flags & O_NO_IO
     for child in node.children:
         if child.name == "backing" and not overridden:
             continue
         opts[child.name] = dict(child.node.full_open_options)  # type: ignore[attr-defined]
+    if overridden and node.backing is None:
+        opts["backing"] = None  # force no backing file
     return opts, strong or overridden
 
 

@@ -23,13 +23,16 @@ reopen has stored the exact ones (`node.options_exact`).
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bdrv.errors import BlockError
 from bdrv.graph import (
     CHILD_COW,
+    CHILD_DATA,
     CHILD_METADATA,
+    CHILD_PRIMARY,
     O_AUTO_RDONLY,
     O_CACHE_MASK,
     O_COPY_ON_READ,
@@ -42,6 +45,8 @@ from bdrv.graph import (
     O_SNAPSHOT,
     O_TEMPORARY,
     O_UNMAP,
+    PERM_ALL,
+    Child,
     Node,
     refresh_perms,
 )
@@ -59,6 +64,8 @@ _COMMON_RESETTABLE = ("node-name", "discard", "cache.direct", "cache.no-flush", 
 _INHERITED = ("cache.direct", "cache.no-flush", "force-share", "read-only", "auto-read-only",
               "discard")
 _DETECT_ZEROES = ("off", "on", "unmap")
+# The role of a `file` child given to a node that had none.
+CHILD_FILE_DEFAULT = CHILD_DATA | CHILD_METADATA | CHILD_PRIMARY
 
 
 @dataclass(eq=False)
@@ -82,8 +89,13 @@ class ReopenState:
 class ReopenQueue:
     """Nodes to reopen together: all of them change, or none does."""
 
-    def __init__(self) -> None:
+    def __init__(self, lookup: Callable[[str], Node | None] | None = None) -> None:
         self.entries: list[ReopenState] = []
+        # Finds a node by name for `backing`/`file` references (bdrv_lookup_bs).
+        self.lookup = lookup or _named_node
+        # Children replaced so far, in order: (parent, old edge, its index in the
+        # parent's children and in the old node's parents, new edge).
+        self.swaps: list[tuple[Node, Child | None, int, int, Child | None]] = []
 
     def find(self, node: Node) -> ReopenState | None:
         for state in self.entries:
@@ -152,10 +164,11 @@ class ReopenQueue:
                 raise BlockError(f"Error flushing drive: {_strerror(exc)}", exc.errno) from exc
         try:
             for state in self.entries:
-                _prepare(state)
+                _prepare(self, state)
                 state.prepared = True
             self._refresh_perms()
         except BaseException:
+            self._undo_swaps()
             for state in self.entries:
                 if state.prepared:
                     state.node.driver.reopen_abort(state)
@@ -163,10 +176,70 @@ class ReopenQueue:
             raise
         for state in reversed(self.entries):
             _commit(state)
+        self._finish_swaps()
         from bdrv.open import refresh_filename
 
         for state in self.entries:
             refresh_filename(state.node)
+
+    # -- replacing children (bdrv_reopen_parse_file_or_backing) ------------------------
+    def replace_child(self, node: Node, name: str, new: Node | None) -> None:
+        """Swap `node`'s child `name` for `new` (None: drop it) without permissions;
+        later nodes of the queue see the new graph, abort puts the old one back."""
+        old = node.child_by_name(name)
+        if new is not None:
+            if name == "backing" and not node.driver.supports_backing:
+                raise BlockError(f"Driver '{node.driver.format_name}' of node "
+                                 f"'{node.node_name}' does not support backing files")
+            if any(each is node for each in new.walk()):
+                raise BlockError(f"Making '{new.node_name}' a {name} child of "
+                                 f"'{node.node_name}' would create a cycle")
+        index = parent_index = -1
+        if old is not None:
+            index = node.children.index(old)
+            parent_index = old.node.parents.index(old)
+            node.children.remove(old)
+            old.node.parents.remove(old)
+        edge: Child | None = None
+        if new is not None:
+            role = old.role if old is not None else (CHILD_COW if name == "backing"
+                                                     else CHILD_FILE_DEFAULT)
+            edge = Child(name, role, node, new, 0, PERM_ALL)
+            node.children.append(edge)
+            new.parents.append(edge)
+        self.swaps.append((node, old, index, parent_index, edge))
+
+    def _undo_swaps(self) -> None:
+        for node, old, index, parent_index, edge in reversed(self.swaps):
+            if edge is not None:
+                node.children.remove(edge)
+                edge.node.parents.remove(edge)
+            if old is not None:
+                node.children.insert(index, old)
+                old.node.parents.insert(parent_index, old)
+        self.swaps = []
+
+    def _dropped(self) -> list[Node]:
+        return [old.node for _node, old, _i, _p, _e in self.swaps if old is not None]
+
+    def _finish_swaps(self) -> None:
+        """After commit: drivers learn of their new children; nodes nobody uses any
+        more are closed (the reference their old parent held was the last)."""
+        from bdrv.open import forget_node_name
+
+        for node, _old, _i, _p, edge in self.swaps:
+            hook = getattr(node.driver, "child_replaced", None)
+            if callable(hook):
+                hook(edge.name if edge is not None else None)
+        for dropped in self._dropped():
+            if dropped.parents or dropped.closed:
+                continue
+            nodes = list(dropped.walk())
+            dropped.close()
+            for each in nodes:
+                if each.closed:
+                    forget_node_name(each)
+        self.swaps = []
 
     def _tops(self) -> list[Node]:
         """Queued nodes with no queued node above them: permission updates start there."""
@@ -175,7 +248,11 @@ class ReopenQueue:
             for node in state.node.walk():
                 if node is not state.node:
                     below.add(id(node))
-        return [s.node for s in self.entries if id(s.node) not in below]
+        tops = [s.node for s in self.entries if id(s.node) not in below]
+        # A replaced child gives up what its old parent needed.
+        tops += [n for n in self._dropped() if n.parents and id(n) not in below
+                 and all(n is not t for t in tops)]
+        return tops
 
     def _refresh_perms(self) -> None:
         """Recompute permissions as if the new flags were in effect (file locks, fds)."""
@@ -183,17 +260,18 @@ class ReopenQueue:
             node = state.node
             node.reopen_old_flags = node.open_flags  # type: ignore[attr-defined]
             node.open_flags = state.flags
-        done: list[Node] = []
         try:
             for top in self._tops():
                 refresh_perms(top)
-                done.append(top)
         except BaseException:
             for state in self.entries:
                 state.node.open_flags = state.node.reopen_old_flags  # type: ignore[attr-defined]
-            for top in done:
+            # Back to the old graph and flags, and the permissions they had.
+            attached = [edge.node for *_rest, edge in self.swaps if edge is not None]
+            self._undo_swaps()
+            for top in [*self._tops(), *attached]:
                 try:
-                    refresh_perms(top)  # back to the old flags
+                    refresh_perms(top)
                 except BlockError:
                     pass
             raise
@@ -338,7 +416,7 @@ def _inherit(role: int, parent: Node, options: dict[str, Any],
 # -- prepare / commit ------------------------------------------------------------------
 
 
-def _prepare(state: ReopenState) -> None:
+def _prepare(queue: ReopenQueue, state: ReopenState) -> None:
     """bdrv_reopen_prepare(): check everything, change nothing that abort can't undo."""
     node = state.node
     drv = node.driver
@@ -374,7 +452,9 @@ def _prepare(state: ReopenState) -> None:
     state.unhandled = pending
     drv.reopen_prepare(state)
     try:
-        _check_children(state)
+        _check_backing_missing(state)
+        for name in ("backing", "file"):
+            _parse_child(queue, state, name)
         _check_unchanged(state)
     except BaseException:
         drv.reopen_abort(state)
@@ -411,27 +491,38 @@ def _check_reset_allowed(node: Node, pending: dict[str, Any]) -> None:
             raise BlockError(f"Option '{key}' cannot be reset to its default value")
 
 
-def _check_children(state: ReopenState) -> None:
-    """`backing`/`file` in the options: only the current child may be named (for now)."""
+def _check_backing_missing(state: ReopenState) -> None:
+    """`backing` left out of a reopen: only fine if there is nothing to detach."""
     node = state.node
-    pending = state.unhandled
     backing_file = str(getattr(node, "backing_file", None) or "")
     if node.driver.supports_backing and state.backing_missing and (
             node.backing is not None or backing_file):
         raise BlockError(f"backing is missing for '{node.node_name}'")
-    for name in ("backing", "file"):
-        if name not in pending:
-            continue
-        value = pending[name]
-        child = node.child_by_name(name)
-        if isinstance(value, str) and child is not None and value == child.node.node_name:
-            del pending[name]
-        elif name == "backing" and value is None and child is None:
-            del pending[name]
-        else:
-            # Replacing children belongs to blockdev-reopen (a later step).
-            raise BlockError(f"Changing the '{name}' child of node '{node.node_name}' is "
-                             "not supported by bdrv yet", errno.ENOTSUP)
+
+
+def _parse_child(queue: ReopenQueue, state: ReopenState, name: str) -> None:
+    """bdrv_reopen_parse_file_or_backing(): `backing` (a node name or null) or `file`
+    (a node name) may name another node, which replaces the current child."""
+    pending = state.unhandled
+    if name not in pending:
+        return
+    value = pending.pop(name)
+    node = state.node
+    new: Node | None = None
+    if value is not None:
+        new = queue.lookup(str(value))
+        if new is None:
+            raise BlockError(f"Cannot find device='' nor node-name='{value}'", errno.ENODEV)
+    old = node.child_by_name(name)
+    if (old.node if old is not None else None) is new:
+        return
+    queue.replace_child(node, name, new)
+
+
+def _named_node(name: str) -> Node | None:
+    from bdrv.open import _named_nodes
+
+    return _named_nodes.get(name)
 
 
 def _same(new: Any, old: Any) -> bool:

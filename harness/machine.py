@@ -329,6 +329,13 @@ class Machine:
         self._write(dump(filter_qmp(request), indent))
         response = self.qmp(cmd, args_dict)
         self._write(dump(filter_qmp(response), indent))
+        if cmd == "quit" and "return" in response and self._proc is not None:
+            # The images are free only once the process is gone: steps after a
+            # quit must not race with its exit.
+            try:
+                self._proc.wait(LAUNCH_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
         return response
 
     def qmp_raw_log(self, text: str) -> dict[str, Any]:

@@ -180,12 +180,12 @@ class BlockMonitor:
         node = self.find(name)
         if node is None:
             raise QMPError(f"Failed to find node with node-name='{name}'")
-        if name not in self.owned:
-            raise QMPError(f"Node {name} is not owned by the monitor")
-        for edge in node.parents:
+        for edge in reversed(node.parents):  # the newest blocker is reported
             if edge.name == "backing" and isinstance(edge.parent, Node):
                 raise QMPError(f"Node '{name}' is busy: node is used as backing hd of "
                                f"'{edge.parent.node_name}'")
+        if name not in self.owned:
+            raise QMPError(f"Node {name} is not owned by the monitor")
         if len(node.parents) > 1:
             raise QMPError(f"Block device {name} is in use")
         self._release(name)
@@ -194,7 +194,7 @@ class BlockMonitor:
         from bdrv.reopen import ReopenQueue
 
         check(struct(req("options", list_of(BLOCKDEV_OPTIONS))), args)
-        queue = ReopenQueue()
+        queue = ReopenQueue(self.find)
         for options in args["options"]:
             name = options.get("node-name")
             if name is None:
@@ -262,7 +262,9 @@ class BlockMonitor:
         edges: list[dict[str, Any]] = []
         for node in self._nodes():
             nodes.insert(0, {"id": num(node), "type": "block-driver", "name": node.node_name})
-            for child in node.children:
+            # Edges come out in the order the children were attached, as 7.2 lists
+            # them (its newest child first, each edge prepended).
+            for child in reversed(node.children):
                 edges.insert(0, {"parent": num(node), "child": num(child.node),
                                  "name": child.name, "perm": _perm_list(child.perm),
                                  "shared-perm": _perm_list(child.shared)})

@@ -17,9 +17,9 @@ def _image(node: Node) -> dict[str, Any]:
 def block_device_info(node: Node, flat: bool) -> dict[str, Any]:
     info: dict[str, Any] = {"file": node.filename, "node-name": node.node_name,
                             "ro": node.read_only, "drv": node.driver.format_name}
-    backing_file = str(getattr(node, "backing_file", "") or "")
-    if backing_file:
-        info["backing_file"] = backing_file
+    if node.backing is not None:
+        # 7.2 names the backing node's current filename, not the image header's.
+        info["backing_file"] = node.backing.node.filename
     info["encrypted"] = bool(getattr(node, "encrypted", False))
     info["detect_zeroes"] = str(getattr(node, "detect_zeroes", None)
                                 or node.options.get("detect-zeroes", "off"))
