@@ -298,6 +298,63 @@ class Qcow2Corrupter(RawCorrupter):
         return self
 
 
+    # -- internal snapshots -----------------------------------------------------------
+
+    def _snapshot_entry_offset(self, index: int) -> int:
+        """Where snapshot table entry `index` starts (entries are variable-sized)."""
+        hdr = self.fields()
+        if not 0 <= index < hdr["nb_snapshots"]:
+            raise ValueError(f"the image has no snapshot {index}")
+        pos = hdr["snapshots_offset"]
+        for _ in range(index):
+            fixed = self.read(pos, QCOW2_SNAPSHOT_FIXED)
+            id_size, name_size = struct.unpack_from(">HH", fixed, 12)
+            extra = struct.unpack_from(">I", fixed, 36)[0]
+            pos += QCOW2_SNAPSHOT_FIXED + extra + id_size + name_size
+            pos = -(-pos // 8) * 8
+        return pos
+
+    def snapshot_entry(self, index: int) -> dict[str, int]:
+        """The fixed fields of snapshot table entry `index`."""
+        pos = self._snapshot_entry_offset(index)
+        raw = self.read(pos, QCOW2_SNAPSHOT_FIXED)
+        return {name: struct.unpack_from(f, raw, off)[0]
+                for name, (off, f) in QCOW2_SNAPSHOT_FIELDS.items()}
+
+    def snapshot(self, index: int, **fields: int) -> Self:
+        """Set fixed fields of snapshot table entry `index` (l1_table_offset, l1_size,
+        id_str_size, name_size, date_sec, date_nsec, vm_clock_nsec, vm_state_size,
+        extra_data_size)."""
+        pos = self._snapshot_entry_offset(index)
+        for name, value in fields.items():
+            off, f = QCOW2_SNAPSHOT_FIELDS[name]
+            self._write(pos + off, struct.pack(f, value))
+            self.note(f"snapshot[{index}].{name}={_show(value)}")
+        return self
+
+    def snapshot_l1(self, index: int, l1_index: int, value: int) -> Self:
+        """Set entry `l1_index` of snapshot `index`'s L1 table."""
+        off = self.snapshot_entry(index)["l1_table_offset"] + 8 * l1_index
+        self._write(off, value.to_bytes(8, "big"))
+        self.note(f"snapshot[{index}].l1[{l1_index}]={_show(value)}")
+        return self
+
+
+# Snapshot table entry: its fixed part, then extra data, the id and the name.
+QCOW2_SNAPSHOT_FIXED = 40
+QCOW2_SNAPSHOT_FIELDS: dict[str, tuple[int, str]] = {
+    "l1_table_offset": (0, ">Q"),
+    "l1_size": (8, ">I"),
+    "id_str_size": (12, ">H"),
+    "name_size": (14, ">H"),
+    "date_sec": (16, ">I"),
+    "date_nsec": (20, ">I"),
+    "vm_clock_nsec": (24, ">Q"),
+    "vm_state_size": (32, ">I"),
+    "extra_data_size": (36, ">I"),
+}
+
+
 _CORRUPTERS: dict[str, type[RawCorrupter]] = {"qcow2": Qcow2Corrupter}
 
 

@@ -146,3 +146,29 @@ def test_refcount_widths(tmp_path: Path, bits: int) -> None:
     assert "ERROR cluster 6 refcount=0 reference=1" in _check(path)
     with pytest.raises(ValueError):
         c.refcount(7, 1 << bits)
+
+
+@needs_qemu
+def test_snapshot_entries(tmp_path: Path) -> None:
+    path = _image(tmp_path)
+    assert QEMU_IMG is not None
+    for name in ("first", "a-longer-second-name"):
+        subprocess.run([QEMU_IMG, "snapshot", "-c", name, str(path)], check=True)
+    c = qcow2(path)
+    listing = subprocess.run([QEMU_IMG, "snapshot", "-l", str(path)], capture_output=True,
+                             text=True, check=True).stdout
+    assert "a-longer-second-name" in listing
+    first, second = c.snapshot_entry(0), c.snapshot_entry(1)
+    assert first["l1_size"] == second["l1_size"] == 1
+    assert first["name_size"] == len("first")
+    assert second["name_size"] == len("a-longer-second-name")
+    assert first["l1_table_offset"] % 65536 == 0
+    assert first["l1_table_offset"] != second["l1_table_offset"]
+    # The second entry's L1 table is found past the first's variable-sized parts.
+    c.snapshot_l1(1, 0, 0x123400)
+    assert "ERROR l2_offset=123400: Table is not cluster aligned" in _check(path)
+    assert int.from_bytes(c.read(second["l1_table_offset"], 8), "big") == 0x123400
+    c.snapshot(0, l1_table_offset=0x10200)
+    assert c.snapshot_entry(0)["l1_table_offset"] == 0x10200
+    with pytest.raises(ValueError):
+        c.snapshot_entry(2)

@@ -134,12 +134,27 @@ class Imrt:
 
 def check_image(drv: Qcow2Driver, fix: int) -> CheckResult:
     """qcow2_co_check_locked: raises BlockError (with .check_result) on -errno."""
+    from .check_snapshots import (
+        SnapshotCheckAbort,
+        check_fix_snapshot_table,
+        check_read_snapshot_table,
+    )
+
     res = CheckResult()
+    # The snapshot table's findings are counted apart and added at the end, as 7.2
+    # does; their messages go to the same list, in the order they happen.
+    snap = CheckResult()
+    snap.messages = res.messages
     try:
         # Lines the driver prints meanwhile (qcow2_signal_corruption) keep their place.
         with contextlib.redirect_stderr(_MessageSink(res)):
-            check_refcounts(drv, res, fix)
-    except CheckAbort as exc:
+            try:
+                check_read_snapshot_table(drv, snap, fix)
+                check_refcounts(drv, res, fix)
+                check_fix_snapshot_table(drv, snap, fix)
+            finally:
+                _add_counts(res, snap)
+    except (CheckAbort, SnapshotCheckAbort) as exc:
         err = BlockError(os.strerror(exc.errno), exc.errno)
         err.check_result = res  # type: ignore[attr-defined]
         raise err from None
@@ -151,6 +166,15 @@ def check_image(drv: Qcow2Driver, fix: int) -> CheckResult:
             drv.hdr.incompatible_features &= ~INCOMPAT_CORRUPT
             drv.update_header()
     return res
+
+
+def _add_counts(res: CheckResult, other: CheckResult) -> None:
+    """qcow2_add_check_result() without the allocation info."""
+    res.corruptions += other.corruptions
+    res.leaks += other.leaks
+    res.check_errors += other.check_errors
+    res.corruptions_fixed += other.corruptions_fixed
+    res.leaks_fixed += other.leaks_fixed
 
 
 class _MessageSink:
@@ -272,16 +296,8 @@ def calculate_refcounts(drv: Qcow2Driver, res: CheckResult, fix: int, imrt: Imrt
 
 
 def _snapshot_table(drv: Qcow2Driver) -> Any:
-    """The snapshot table: as opened, or read here (check mode opens without it)."""
-    table = getattr(drv, "snapshots", None)
-    if table is not None and (table.snapshots or not drv.hdr.nb_snapshots):
-        return table
-    from .snapshot import read_table
-
-    try:
-        return read_table(drv, drv.hdr.nb_snapshots, drv.hdr.snapshots_offset)
-    except BlockError:
-        return None
+    """The snapshot table as check_read_snapshot_table() read it."""
+    return getattr(drv, "snapshots", None)
 
 
 def _text(value: bytes | str) -> str:

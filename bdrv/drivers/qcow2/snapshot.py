@@ -118,8 +118,20 @@ class SnapshotTable:
     size: int = 0
 
 
-def read_table(drv: Qcow2Driver, nb: int, offset: int) -> SnapshotTable:
-    """qcow2_read_snapshots() (no repair): the entries, or 7.2's error."""
+@dataclass
+class TableRepairs:
+    """What reading the table in `check -r all` mode dropped (qcow2_do_read_snapshots
+    with repair): its messages, entries whose extra data was cut, snapshots discarded."""
+
+    messages: list[str]
+    extra_data_dropped: int = 0
+    nb_reduced: int = 0
+
+
+def read_table(drv: Qcow2Driver, nb: int, offset: int,
+               repairs: TableRepairs | None = None) -> SnapshotTable:
+    """qcow2_read_snapshots(): the entries, or 7.2's error. With `repairs`, too much
+    extra data is cut to 1 KiB and a table that grows too big loses its tail."""
     table = SnapshotTable([], offset, 0)
     if not nb:
         return table
@@ -128,18 +140,24 @@ def read_table(drv: Qcow2Driver, nb: int, offset: int) -> SnapshotTable:
     length = 0
     disk_size = drv.size
     for i in range(nb):
+        entry_start = pos
         pos = -(-pos // 8) * 8
         length = -(-length // 8) * 8
         raw = _read(file, pos, _HEADER.size)
         (l1_off, l1_size, id_len, name_len, date_sec, date_nsec, clock, vm32,
          extra_size) = _HEADER.unpack(raw)
         pos += _HEADER.size
+        cut_extra = False
         if extra_size > MAX_EXTRA_DATA:
-            exc = BlockError(f"Too much extra metadata in snapshot table entry {i}",
-                             errno.EFBIG,
-                             hint="You can force-remove this extra metadata with qemu-img "
-                                  "check -r all\n")
-            raise exc
+            if repairs is None:
+                raise BlockError(f"Too much extra metadata in snapshot table entry {i}",
+                                 errno.EFBIG,
+                                 hint="You can force-remove this extra metadata with "
+                                      "qemu-img check -r all\n")
+            repairs.messages.append(f"Discarding too much extra metadata in snapshot table "
+                                    f"entry {i} ({extra_size} > {MAX_EXTRA_DATA})")
+            repairs.extra_data_dropped += 1
+            cut_extra = True
         known = min(EXTRA_DATA_SIZE, extra_size)
         extra = _read(file, pos, known).ljust(EXTRA_DATA_SIZE, b"\0")
         pos += known
@@ -153,18 +171,27 @@ def read_table(drv: Qcow2Driver, nb: int, offset: int) -> SnapshotTable:
         if extra_size >= 24:
             sn.icount = ext_icount
         if extra_size > EXTRA_DATA_SIZE:
-            unknown = extra_size - EXTRA_DATA_SIZE
-            sn.unknown_extra_data = _read(file, pos, unknown)
-            pos += unknown
+            # The whole extra data is skipped; a cut entry keeps only its first KiB.
+            extra_end = pos + extra_size - EXTRA_DATA_SIZE
+            if cut_extra:
+                sn.extra_data_size = MAX_EXTRA_DATA
+            sn.unknown_extra_data = _read(file, pos, sn.extra_data_size - EXTRA_DATA_SIZE)
+            pos = extra_end
         sn.id_str = _cstr(_read(file, pos, id_len))
         pos += id_len
         sn.name = _cstr(_read(file, pos, name_len))
         pos += name_len
-        length += _HEADER.size + extra_size + id_len + name_len
+        length += _HEADER.size + sn.extra_data_size + id_len + name_len
         if length > MAX_SNAPSHOTS_SIZE or pos - offset > 0x7FFFFFFF:
-            raise BlockError("Snapshot table is too big", errno.EFBIG,
-                             hint=f"You can force-remove all {nb - i} overhanging snapshots "
-                                  "with qemu-img check -r all\n")
+            if repairs is None:
+                raise BlockError("Snapshot table is too big", errno.EFBIG,
+                                 hint=f"You can force-remove all {nb - i} overhanging "
+                                      "snapshots with qemu-img check -r all\n")
+            repairs.messages.append(f"Discarding {nb - i} overhanging snapshots (snapshot "
+                                    "table is too big)")
+            repairs.nb_reduced += nb - i
+            pos = entry_start
+            break
         table.snapshots.append(sn)
     table.size = pos - offset
     return table
