@@ -309,7 +309,10 @@ def serialize(hdr: Qcow2Header) -> bytes:
     if hdr.version >= 3:
         buf += _V3.pack(hdr.incompatible_features, hdr.compatible_features,
                         hdr.autoclear_features, hdr.refcount_order, length)
-        buf += bytes([hdr.compression_type]) + bytes(7) + hdr.unknown_fields
+        buf += bytes([hdr.compression_type]) + bytes(7)
+    # Kept after a v2 header too (a downgrade), where v2 readers take them for
+    # header extensions: 7.2 writes them so.
+    buf += hdr.unknown_fields
     exts = bytearray()
     if hdr.backing_format:
         exts += _ext(EXT_BACKING_FORMAT, hdr.backing_format.encode())
