@@ -121,7 +121,7 @@ class ReopenQueue:
         if state is not None or keep_old_opts:
             old = state.explicit_options if state is not None else \
                 current_explicit_options(node)
-            _join(options, old)
+            _join(node, options, old)
         explicit = dict(options)
         if parent is not None:
             parent_node, role, parent_options, parent_flags = parent
@@ -129,7 +129,7 @@ class ReopenQueue:
         else:
             flags = node.open_flags
         if keep_old_opts:
-            _join(options, current_options(node))
+            _join(node, options, current_options(node))
         flags = _flags_from_options(flags, options) & ~O_PROTOCOL
         if state is None:
             state = ReopenState(node, options, explicit, flags)
@@ -352,8 +352,13 @@ def current_options(node: Node) -> dict[str, Any]:
 # -- queue helpers -------------------------------------------------------------------
 
 
-def _join(options: dict[str, Any], old: dict[str, Any]) -> None:
-    """bdrv_join_options(): old values fill in what `options` does not set."""
+def _join(node: Node, options: dict[str, Any], old: dict[str, Any]) -> None:
+    """bdrv_join_options(): old values fill in what `options` does not set (the
+    driver's join_options decides, if it has one)."""
+    join = getattr(node.driver, "join_options", None)
+    if callable(join):
+        join(options, old)
+        return
     for key, value in old.items():
         options.setdefault(key, value)
 

@@ -216,3 +216,28 @@ def test_reopen_qcow2_lazy_refcounts_v2(iot: Iot) -> None:
     _nodes(iot, m)
     m.qmp_log("quit")
     iot.img(["check", "-f", iot.fmt], img)
+
+
+@formats("qcow2")
+def test_io_reopen_qcow2_options(iot: Iot) -> None:
+    """qemu-io's `reopen -o` with qcow2 options given as strings: sizes with suffixes,
+    booleans as on/off, bad values and combinations."""
+    img = iot.create("1M")
+    iot.io(img, ["write -P 0x55 0 64k", "reopen -o lazy-refcounts=on",
+                 "write -P 0x56 64k 64k", "reopen -o lazy-refcounts=off",
+                 "reopen -o cache-size=2M,l2-cache-size=1M",
+                 "reopen -o l2-cache-entry-size=4k,refcount-cache-size=64k",
+                 "reopen -o overlap-check=none", "reopen -o overlap-check.template=all",
+                 "reopen -o overlap-check.main-header=off,overlap-check.active-l1=on",
+                 "reopen -o pass-discard-request=off,pass-discard-other=on",
+                 "reopen -o cache-clean-interval=30", "read -P 0x56 64k 64k"])
+    iot.img(["check", "-f", iot.fmt], img)
+    iot.io(img, ["reopen -o cache-size=foo", "reopen -o cache-size=1M,l2-cache-size=2M",
+                 "reopen -o cache-size=1M,l2-cache-size=64k,refcount-cache-size=64k",
+                 "reopen -o l2-cache-entry-size=1000", "reopen -o l2-cache-entry-size=128k",
+                 "reopen -o overlap-check=bogus",
+                 "reopen -o overlap-check=none,overlap-check.template=all",
+                 "reopen -o overlap-check.main-header=maybe",
+                 "reopen -o lazy-refcounts=maybe", "reopen -o cache-clean-interval=-1",
+                 "reopen -o cache-clean-interval=4294967296", "reopen -o discard-no-unref=on",
+                 "reopen -o data-file=x", "read -P 0x55 0 64k"])

@@ -87,8 +87,13 @@ def parse_runtime_options(options: dict[str, Any], hdr: Qcow2Header,
     if "pass-discard-other" in options:
         other = _bool("pass-discard-other", options.pop("pass-discard-other"))
     options.pop("pass-discard-snapshot", None)
-    template = str(options.pop("overlap-check.template", options.pop("overlap-check",
-                                                                      "cached")))
+    given = options.pop("overlap-check", None)
+    given_template = options.pop("overlap-check.template", None)
+    if given is not None and given_template is not None and given != given_template:
+        raise BlockError(f"Conflicting values for qcow2 options 'overlap-check' ('{given}') "
+                         f"and 'overlap-check.template' ('{given_template}')")
+    template = str(given_template if given_template is not None else
+                   given if given is not None else "cached")
     if template not in _TEMPLATES:
         raise BlockError(f"Unsupported value '{template}' for qcow2 option 'overlap-check'. "
                          "Allowed are any of the following: none, constant, cached, all")

@@ -101,6 +101,29 @@ def child_replaced(drv: Qcow2Driver, name: str | None) -> None:
         holder.file = file.node
 
 
+_OVERLAP_KEYS = tuple(k for k in RUNTIME_OPTIONS if k.startswith("overlap-check"))
+
+
+def join_options(options: dict[str, Any], old: dict[str, Any]) -> None:
+    """qcow2_join_options(): old values fill in what `options` leaves out, except that a
+    new overlap template drops every old overlap option and a new cache-size the old
+    l2/refcount cache sizes (and an old cache-size gives way to new l2 and refcount
+    sizes)."""
+    old = dict(old)
+    if "overlap-check" in options or "overlap-check.template" in options:
+        for key in _OVERLAP_KEYS:
+            old.pop(key, None)
+    new_total = "cache-size" in options
+    if new_total:
+        old.pop("l2-cache-size", None)
+        old.pop("refcount-cache-size", None)
+    for key, value in old.items():
+        options.setdefault(key, value)
+    if not new_total and "cache-size" in options and "l2-cache-size" in options and \
+            "refcount-cache-size" in options:
+        del options["cache-size"]
+
+
 class Qcow2Reopen:
     """The reopen hooks of Qcow2Driver (a mixin placed before Driver)."""
 
@@ -115,6 +138,9 @@ class Qcow2Reopen:
 
     def reopen_abort(self, state: ReopenState) -> None:
         reopen_abort(self, state)  # type: ignore[arg-type]
+
+    def join_options(self, options: dict[str, Any], old: dict[str, Any]) -> None:
+        join_options(options, old)
 
     def child_replaced(self, name: str | None) -> None:
         """A reopen gave the node another file child: metadata goes there now."""
