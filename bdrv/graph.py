@@ -143,9 +143,9 @@ class Node(Parent, RequestLayer):
     probed_raw: bool = False
     auto_node_name: bool = False
     closed: bool = False
-    # The blkdebug driver that events on this node reach (the first one down the
-    # primary children, as bdrv_debug_event() looks for it), or None: callers test
-    # this before building an event, so without blkdebug events cost one lookup.
+    # The blkdebug driver of a blkdebug node (bdrv_debug_event() on it reaches it),
+    # else None: format drivers test their file node's before building an event, so
+    # without blkdebug an event costs one attribute lookup.
     debug: Any = None
 
     # -- graph -----------------------------------------------------------------
@@ -177,8 +177,6 @@ class Node(Parent, RequestLayer):
         child = Child(name, role, self, child_node, perm, shared)
         attach_child(child)
         self.children.append(child)
-        if child_node.debug is not None and role & CHILD_PRIMARY:
-            self.debug = child_node.debug
         return child
 
     def detach_child(self, child: Child) -> None:

@@ -461,14 +461,23 @@ class BlkdebugDriver(Driver):
         return self.image.pread(offset, length)
 
     def pwrite(self, offset: int, data: bytes | bytearray | memoryview, flags: int) -> None:
+        # The block layer's events for a write to this node come around the request.
         self.write_gen += 1
-        self.rule_check(offset, len(data), IO_WRITE)
-        self.image.pwrite(offset, data, flags)
+        self.event("pwritev")
+        try:
+            self.rule_check(offset, len(data), IO_WRITE)
+            self.image.pwrite(offset, data, flags)
+        finally:
+            self.event("pwritev_done")
 
     def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
         self.write_gen += 1
-        self.rule_check(offset, length, IO_WRITE_ZEROES)
-        self.image.pwrite_zeroes(offset, length, flags)
+        self.event("pwritev_zero")
+        try:
+            self.rule_check(offset, length, IO_WRITE_ZEROES)
+            self.image.pwrite_zeroes(offset, length, flags)
+        finally:
+            self.event("pwritev_done")
 
     def pdiscard(self, offset: int, length: int) -> None:
         self.write_gen += 1

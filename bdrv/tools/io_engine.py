@@ -140,7 +140,7 @@ class IoEngine:
     def _write_tail(self, flags: int) -> Op:
         self._wrote()
         if self.writethrough or flags & REQ_FUA:
-            return (yield from self.flush())
+            return (yield from self.flush(fua=True))
         return 0
 
     def read(self, offset: int, count: int, sink: list[bytes], *, defer_errors: bool = False
@@ -198,8 +198,11 @@ class IoEngine:
         self._wrote()
         return 0
 
-    def flush(self, level: int = 0) -> Op:
-        """bdrv_co_flush on levels[level] and, through it, the nodes below."""
+    def flush(self, level: int = 0, fua: bool = False) -> Op:
+        """bdrv_co_flush on levels[level] and, through it, the nodes below.
+
+        A node over blkdebug flushes itself (`debug_flush`: events, metadata caches
+        and the nodes below); `fua` marks the flush that completes a write."""
         state = self.levels[level]
         if state.node.read_only:
             return 0
@@ -210,7 +213,14 @@ class IoEngine:
             yield WAIT
         state.active = True
         ret = 0
-        if level + 1 < len(self.levels):
+        driver = state.node.driver
+        if getattr(driver, "dbg", None) is not None and hasattr(driver, "debug_flush"):
+            try:
+                driver.debug_flush(fua)
+            except BlockError as exc:
+                ret = _errno(exc)
+            yield POOL
+        elif level + 1 < len(self.levels):
             ret = yield from self.flush(level + 1)
         elif not state.node.open_flags & O_NO_FLUSH and state.flushed_gen != current:
             try:

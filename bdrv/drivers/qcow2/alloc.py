@@ -37,7 +37,7 @@ from .mapping import (
     SC_ZERO_PLAIN,
     c_hex,
 )
-from .refcount import DISCARD_NEVER, DISCARD_OTHER, DISCARD_REQUEST
+from .refcount import DISCARD_ALWAYS, DISCARD_NEVER, DISCARD_OTHER, DISCARD_REQUEST
 
 if TYPE_CHECKING:
     from .driver import Qcow2Driver
@@ -68,12 +68,20 @@ def write_l1_entry(drv: Qcow2Driver, index: int) -> None:
     m = drv.map
     offset = m.l1_offset + 8 * index
     drv.check_overlap(OL_ACTIVE_L1, offset, 8)
+    dbg = drv.file.debug
+    if dbg is not None:
+        dbg.event("l1_update")
     drv.file.pwrite(offset, int(m.l1[index]).to_bytes(8, "big"))
+    if dbg is not None:
+        drv.file.flush()
 
 
 def write_l2(drv: Qcow2Driver, l2_offset: int, table: np.ndarray, first: int,
              count: int) -> None:
     """Write L2 entries [first, first+count) of a cached table."""
+    if drv.file.debug is not None:
+        drv.map.mark_dirty(l2_offset, table)  # QEMU's L2 cache writes it back later
+        return
     w = drv.map.width
     data = table[first * w : (first + count) * w].astype(">u8").tobytes()
     start = l2_offset + first * w * 8
@@ -98,6 +106,9 @@ def grow_l1(drv: Qcow2Driver, min_size: int, exact: bool) -> None:
         raise BlockError("File too large", 27)
     table = np.zeros(new_size, dtype=np.uint64)
     table[: m.l1_size] = m.l1
+    if drv.file.debug is not None:
+        _grow_l1_cached(drv, table, new_size)
+        return
     new_offset = drv.rc.alloc_clusters(new_size * 8)
     drv.check_overlap(0, new_offset, new_size * 8)
     drv.file.pwrite(new_offset, table.astype(">u8").tobytes())
@@ -108,8 +119,80 @@ def grow_l1(drv: Qcow2Driver, min_size: int, exact: bool) -> None:
     drv.rc.free(old_offset, old_size * 8, DISCARD_OTHER)
 
 
+def _grow_l1_cached(drv: Qcow2Driver, table: np.ndarray, new_size: int) -> None:
+    """qcow2_grow_l1_table() with blkdebug below: QEMU's events, flushes and undo."""
+    dbg = drv.file.debug
+    assert dbg is not None
+    m = drv.map
+    dbg.event("l1_grow_alloc_table")
+    new_offset = drv.rc.alloc_clusters(new_size * 8)
+    try:
+        drv.rc.flush_cache()
+        drv.check_overlap(0, new_offset, new_size * 8)
+        dbg.event("l1_grow_write_table")
+        drv.file.pwrite(new_offset, table.astype(">u8").tobytes())
+        drv.file.flush()
+        dbg.event("l1_grow_activate_table")
+        drv.file.pwrite(36, new_size.to_bytes(4, "big") + new_offset.to_bytes(8, "big"))
+        drv.file.flush()
+    except BlockError:
+        drv.rc.free(new_offset, new_size * 8, DISCARD_OTHER)
+        raise
+    old_offset, old_size = m.l1_offset, m.l1_size
+    m.l1, m.l1_offset = table, new_offset
+    drv.hdr.l1_size, drv.hdr.l1_table_offset = new_size, new_offset
+    drv.rc.free(old_offset, old_size * 8, DISCARD_OTHER)
+
+
+def _l2_allocate_cached(drv: Qcow2Driver, l1_index: int) -> None:
+    """l2_allocate() with blkdebug below: refcounts flushed, the table written through
+    the L2 cache, the L1 entry synced; on failure the L1 entry and the cluster are
+    given back, as QEMU does."""
+    dbg = drv.file.debug
+    assert dbg is not None
+    m = drv.map
+    old_entry = int(m.l1[l1_index])
+    old = old_entry & L1E_OFFSET_MASK
+    l2_offset = drv.rc.alloc_clusters(drv.cluster_size)
+    try:
+        if l2_offset == 0:
+            raise drv.corruption("Preventing invalid allocation of L2 table at offset 0")
+        drv.rc.flush_cache()
+        if old:
+            dbg.event("l2_alloc_cow_read")
+            table = m.cache.get(old).copy()
+        else:
+            table = np.zeros(m.l2_size * m.width, dtype=np.uint64)
+        m.cache.put(l2_offset, table)
+        dbg.event("l2_alloc_write")
+        m.mark_dirty(l2_offset, table)
+        m.flush_cache()
+        m.l1[l1_index] = l2_offset | OFLAG_COPIED
+        write_l1_entry(drv, l1_index)
+    except BlockError:
+        m.l1[l1_index] = old_entry
+        if l2_offset > 0:
+            drv.rc.free(l2_offset, drv.cluster_size, DISCARD_ALWAYS)
+        raise
+
+
+def set_l2_dependency(drv: Qcow2Driver) -> None:
+    """qcow2_cache_set_dependency(L2 cache, refcount cache) (blkdebug only)."""
+    rc, m = drv.rc, drv.map
+    if rc.depends_on_l2:
+        try:
+            m.flush_cache()
+        except BlockError:
+            return
+        rc.depends_on_l2 = False
+    m.depends_on_refcounts = True
+
+
 def l2_allocate(drv: Qcow2Driver, l1_index: int) -> None:
     """A new L2 table for `l1_index`: a copy of the shared old one, or zeros."""
+    if drv.file.debug is not None:
+        _l2_allocate_cached(drv, l1_index)
+        return
     m = drv.map
     old = int(m.l1[l1_index]) & L1E_OFFSET_MASK
     l2_offset = drv.rc.alloc_clusters(drv.cluster_size)
@@ -287,14 +370,15 @@ def _handle_alloc(drv: Qcow2Driver, guest: int, host: int | None, nbytes: int,
     return nbytes, alloc
 
 
-def alloc_host_offset(drv: Qcow2Driver, offset: int,
-                      nbytes: int) -> tuple[int, int, list[L2Meta]]:
+def alloc_host_offset(drv: Qcow2Driver, offset: int, nbytes: int,
+                      metas: list[L2Meta] | None = None) -> tuple[int, int, list[L2Meta]]:
     """qcow2_alloc_host_offset(): (host offset, bytes, metas) for a write at `offset`.
 
     The host range is contiguous; it may cover less than `nbytes`.
     """
     cs = drv.cluster_size
-    metas: list[L2Meta] = []
+    if metas is None:
+        metas = []  # the caller's list keeps what was allocated before an error
     start = offset
     remaining = nbytes
     cluster_offset: int | None = None
@@ -335,11 +419,18 @@ def alloc_host_offset(drv: Qcow2Driver, offset: int,
 
 def perform_cow(drv: Qcow2Driver, meta: L2Meta) -> None:
     """Copy the unwritten parts of new clusters from what the guest saw before."""
+    dbg = drv.file.debug
     for region_off, region_len in (meta.cow_start, meta.cow_end):
         if region_len:
+            if dbg is not None:
+                dbg.event("cow_read")
             data = drv.read_guest(meta.offset + region_off, region_len)
             drv.check_overlap(0, meta.alloc_offset + region_off, region_len)
+            if dbg is not None:
+                dbg.event("cow_write")
             drv.file.pwrite(meta.alloc_offset + region_off, data)
+    if dbg is not None and (meta.cow_start[1] or meta.cow_end[1]):
+        drv.map.depends_on_flush = True
 
 
 def link_l2(drv: Qcow2Driver, meta: L2Meta) -> None:
@@ -349,6 +440,8 @@ def link_l2(drv: Qcow2Driver, meta: L2Meta) -> None:
     perform_cow(drv, meta)
     if drv.lazy_refcounts:
         drv.mark_dirty()
+    elif drv.file.debug is not None:
+        set_l2_dependency(drv)
     l2_offset, table, l2_index = get_cluster_table(drv, meta.offset)
     old: list[int] = []
     w = m.width
@@ -371,6 +464,15 @@ def link_l2(drv: Qcow2Driver, meta: L2Meta) -> None:
     if not meta.keep_old:
         for entry in old:
             free_any_cluster(drv, entry, DISCARD_NEVER)
+
+
+def abort_alloc(drv: Qcow2Driver, metas: list[L2Meta]) -> None:
+    """qcow2_alloc_cluster_abort() for allocations that will not be linked."""
+    for meta in reversed(metas):
+        if not meta.keep_old:
+            drv.rc.free(meta.alloc_offset, meta.nb_clusters * drv.cluster_size,
+                        DISCARD_NEVER)
+    metas.clear()
 
 
 def free_any_cluster(drv: Qcow2Driver, entry: int, discard_type: int) -> None:
@@ -528,6 +630,8 @@ def alloc_compressed(drv: Qcow2Driver, offset: int, length: int) -> int:
         raise BlockError("Input/output error", 5)
     mask = (1 << (62 - (drv.cluster_bits - 8))) - 1
     host = drv.rc.alloc_bytes(length, mask)
+    if drv.file.debug is not None:
+        drv.file.debug.event("l2_update_compressed")
     w = drv.map.width
     table[l2_index * w] = make_entry(host, length, drv.cluster_bits)
     if drv.map.extended:

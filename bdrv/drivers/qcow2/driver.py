@@ -16,7 +16,7 @@ import numpy as np
 
 from bdrv.driver import Driver, register
 from bdrv.errors import BlockError
-from bdrv.graph import O_CHECK, O_INACTIVE, O_NO_IO, O_RDWR, O_UNMAP, Node
+from bdrv.graph import O_CHECK, O_INACTIVE, O_NO_FLUSH, O_NO_IO, O_RDWR, O_UNMAP, Node
 from bdrv.request import (
     BLOCK_COMPRESSED,
     BLOCK_DATA,
@@ -111,6 +111,8 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         self.pending_compressed: tuple[int, np.ndarray, int] | None = None
         self._last_compressed: tuple[int, bytes] | None = None
         self.prealloc_detected: bool | None = None
+        self.dbg: Any = None  # the blkdebug driver below, once open
+        self.write_gen = self.flushed_gen = 0
 
     # -- class hooks -------------------------------------------------------------------
     @classmethod
@@ -168,6 +170,14 @@ class Qcow2Driver(Qcow2Reopen, Driver):
                             self.corruption)
         self.rc.overlap_check = self.check_overlap
         self.rc.on_free = self.map.cache.drop
+        self.dbg = self.file.debug
+        if self.dbg is not None:
+            # blkdebug below: QEMU's write-back metadata caches are emulated, so that
+            # events and injected errors meet the same writes in the same order.
+            self.rc.flush_l2 = self.map.flush_cache
+            self.rc.l2 = self.map
+            self.map.flush_refcounts = self.rc.flush_cache
+            self.map.overlap_check = self.check_overlap
         self.rc.discard_passthrough.update({
             DISCARD_REQUEST: opts.pass_discard_request if opts.pass_discard_request
             is not None else bool(flags & O_UNMAP),
@@ -224,8 +234,66 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         if result.check_errors:
             raise BlockError("Could not repair dirty image: Input/output error", errno.EIO)
 
+    # -- QEMU's flush and close with the metadata caches (blkdebug below only) -------
+    def write_caches(self) -> None:
+        """qcow2_write_caches(): dirty L2 tables, then refcount blocks."""
+        self.map.write_cache()
+        self.rc.write_cache()
+
+    def debug_flush(self, fua: bool = False) -> None:
+        """bdrv_co_flush() of this node with blkdebug below: flush_to_os (the caches
+        written), flush_to_disk if this node was written since its last flush, then
+        the file. `fua` is the flush that completes a write in writethrough mode,
+        which runs before that write counts as one."""
+        dbg = self.dbg
+        assert dbg is not None
+        if self.node.read_only:
+            return
+        current = self.write_gen - (1 if fua else 0)
+        dbg.event("flush_to_os")
+        self.write_caches()
+        if not self.node.open_flags & O_NO_FLUSH and self.flushed_gen != current:
+            dbg.event("flush_to_disk")
+        self.file.flush()
+        self.flushed_gen = current
+
+    def _close_caches(self) -> None:
+        """bdrv_close()'s flush (errors ignored) and qcow2_inactivate()'s cache
+        flushes, each failure reported as 7.2 does."""
+        from bdrv.errors import strerror
+
+        try:
+            self.debug_flush()
+        except BlockError:
+            pass
+        failed = False
+        for what, flush in (("L2 table", self.map.flush_cache),
+                            ("refcount block", self.rc.flush_cache)):
+            try:
+                flush()
+            except BlockError as exc:
+                failed = True
+                owner = getattr(getattr(self.node, "warn", None), "__self__", None)
+                prog = getattr(owner, "prog", None) or "qemu"
+                sys.stderr.write(f"{prog}: Failed to flush the {what} cache: "
+                                 f"{strerror(exc.errno)}\n")
+                sys.stderr.flush()
+        if not failed:
+            self.mark_clean_quietly()
+
+    def mark_clean_quietly(self) -> None:
+        if self.hdr.incompatible_features & INCOMPAT_DIRTY:
+            try:
+                self.mark_clean()
+            except BlockError:
+                pass
+
     def close(self) -> None:
         if getattr(self, "hdr", None) is None or self.dead:
+            return
+        if self.dbg is not None and self.node.open_flags & O_RDWR and \
+                not self.node.open_flags & O_INACTIVE:
+            self._close_caches()
             return
         if self.node.open_flags & O_RDWR and self.hdr.incompatible_features & INCOMPAT_DIRTY \
                 and not self.node.open_flags & O_INACTIVE:
@@ -350,19 +418,25 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             if sc_type in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC):
                 backing = node.backing
                 if backing is not None:
+                    if self.dbg is not None:
+                        self.dbg.event("read_backing_aio")
                     work.append((backing.node, offset, n, pos))
             elif sc_type == SC_COMPRESSED:
                 n = min(n, self.cluster_size - (offset & (self.cluster_size - 1)))
                 start = offset & (self.cluster_size - 1)
                 out[pos : pos + n] = self._read_compressed(host)[start : start + n]
             elif sc_type == SC_NORMAL:
+                if self.dbg is not None:
+                    self.dbg.event("read_aio")
                 out[pos : pos + n] = self.file.pread(host, n)
             offset += n
             pos += n
             length -= n
 
     def _read_compressed(self, entry: int) -> bytes:
-        if self._last_compressed is not None and self._last_compressed[0] == entry:
+        if self.dbg is not None:
+            self.dbg.event("read_compressed")  # and no cache: QEMU reads every time
+        elif self._last_compressed is not None and self._last_compressed[0] == entry:
             return self._last_compressed[1]
         coffset, csize = parse_entry(entry, self.cluster_bits)
         data = self.file.pread(coffset, csize)
@@ -378,13 +452,22 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         view = memoryview(data)
         pos = 0
         self._last_compressed = None
+        self.write_gen += 1
         while pos < len(view):
             chunk = min(len(view) - pos, 0x7FFFFFFF)
-            host, n, metas = alloc.alloc_host_offset(self, offset + pos, chunk)
-            self.check_overlap(0, host, n)
-            self.file.pwrite(host, view[pos : pos + n])
-            for meta in reversed(metas):
-                alloc.link_l2(self, meta)
+            metas: list[alloc.L2Meta] = []
+            try:
+                host, n, metas = alloc.alloc_host_offset(self, offset + pos, chunk, metas)
+                self.check_overlap(0, host, n)
+                if self.dbg is not None:
+                    self.dbg.event("write_aio")
+                self.file.pwrite(host, view[pos : pos + n])
+                while metas:
+                    alloc.link_l2(self, metas[-1])
+                    metas.pop()
+            except BlockError:
+                alloc.abort_alloc(self, metas)  # what was allocated but not linked
+                raise
             pos += n
 
     def _write_compressed(self, offset: int, data: bytes | bytearray | memoryview) -> None:
@@ -429,6 +512,15 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             return
         self.pending_compressed = None
         host = alloc.alloc_compressed(self, offset, len(out))
+        if self.dbg is not None:
+            # QEMU's cache holds the new L2 entry before the data is written.
+            assert self.pending_compressed is not None
+            alloc.write_l2(self, *self.pending_compressed, 1)
+            self.pending_compressed = None
+            self.check_overlap(0, host, len(out))
+            self.dbg.event("write_compressed")
+            self.file.pwrite(host, out)
+            return
         self.check_overlap(0, host, len(out))
         self.file.pwrite(host, out)
         assert self.pending_compressed is not None
@@ -439,6 +531,7 @@ class Qcow2Driver(Qcow2Reopen, Driver):
     def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
         """bdrv_co_do_pwrite_zeroes()'s split plus qcow2_co_pwrite_zeroes()."""
         self._alive()
+        self.write_gen += 1
         self._last_compressed = None
         align = self.map.sc_size
         drv_flags = flags & (REQ_MAY_UNMAP | REQ_NO_FALLBACK) if self.version >= 3 else 0
@@ -496,6 +589,7 @@ class Qcow2Driver(Qcow2Reopen, Driver):
     def pdiscard(self, offset: int, length: int) -> None:
         """bdrv_co_pdiscard()'s cluster alignment plus qcow2_co_pdiscard()."""
         self._alive()
+        self.write_gen += 1
         self._last_compressed = None
         cs = self.cluster_size
         end = offset + length

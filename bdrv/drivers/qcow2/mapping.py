@@ -60,10 +60,16 @@ class L2Cache:
         self.table_bytes = table_bytes
         self.max_tables = max(max_tables, 4)
         self.tables: OrderedDict[int, np.ndarray] = OrderedDict()
+        # With blkdebug below, QEMU's write-back L2 cache is emulated: tables changed
+        # but not yet written (see Mapping.write_cache).
+        self.dbg = file.debug
+        self.dirty: dict[int, np.ndarray] = {}
 
     def get(self, offset: int) -> np.ndarray:
         table = self.tables.get(offset)
         if table is None:
+            if self.dbg is not None:
+                self.dbg.event("l2_load")
             raw = self.file.pread(offset, self.table_bytes)
             table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
             self.put(offset, table)
@@ -79,6 +85,7 @@ class L2Cache:
 
     def drop(self, offset: int) -> None:
         self.tables.pop(offset, None)
+        self.dirty.pop(offset, None)
 
 
 class Mapping:
@@ -106,6 +113,51 @@ class Mapping:
         self.l1 = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
         self.cache = L2Cache(file, self.cluster_size, cache_tables)
         self.corruption = corruption
+        # The write-back cache's ordering rules (blkdebug only): the refcount blocks
+        # must be written first (`flush_refcounts`, set by the driver), or the file
+        # flushed first (after COW).
+        self.depends_on_refcounts = False
+        self.depends_on_flush = False
+        self.flush_refcounts: Callable[[], None] = lambda: None
+        self.overlap_check: Callable[[int, int, int], None] = lambda ign, off, size: None
+
+    def mark_dirty(self, l2_offset: int, table: np.ndarray) -> None:
+        self.cache.dirty[l2_offset] = table
+
+    def write_cache(self) -> None:
+        """qcow2_cache_write() for L2 tables: each dirty one whole, after what it
+        depends on; the first error is raised after all were tried."""
+        error: BlockError | None = None
+        dbg = self.cache.dbg
+        for offset in list(self.cache.dirty):
+            try:
+                if self.depends_on_refcounts:
+                    self.flush_refcounts()
+                    self.depends_on_refcounts = False
+                    self.depends_on_flush = False
+                elif self.depends_on_flush:
+                    self.file.flush()
+                    self.depends_on_flush = False
+                table = self.cache.dirty.get(offset)
+                if table is None:
+                    continue
+                self.overlap_check(1 << 2, offset, self.cluster_size)
+                if dbg is not None:
+                    dbg.event("l2_update")
+                self.file.pwrite(offset, table.astype(">u8").tobytes())
+                self.cache.dirty.pop(offset, None)
+            except BlockError as exc:
+                if error is None or error.errno != 28:
+                    error = exc
+        if error is not None:
+            raise error
+
+    def flush_cache(self) -> None:
+        """qcow2_cache_flush() for L2 tables (blkdebug only)."""
+        if self.cache.dbg is None:
+            return
+        self.write_cache()
+        self.file.flush()
 
     @property
     def l1_size(self) -> int:

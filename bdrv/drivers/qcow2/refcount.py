@@ -12,7 +12,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -95,6 +95,11 @@ class Refcounts:
         self.set_order(order)
         self.table_offset = table_offset
         size = table_clusters << (cluster_bits - 3)
+        # The blkdebug driver below, if any (events, and QEMU's write-back refcount
+        # block cache emulated: see `write_cache`); None keeps writing through.
+        self.dbg = file.debug
+        if self.dbg is not None:
+            self.dbg.event("reftable_load")
         raw = file.pread(table_offset, size * 8) if size else b""
         self.table = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
         self.free_cluster_index = 0
@@ -107,6 +112,12 @@ class Refcounts:
                                                      DISCARD_SNAPSHOT: True}
         self.on_free: Callable[[int], None] = lambda offset: None
         self.pending_discards: list[tuple[int, int]] = []
+        # With blkdebug: dirty cached blocks, and whether the L2 cache must be written
+        # first (qcow2_cache_set_dependency); `flush_l2` is set by the driver.
+        self.dirty: dict[int, None] = {}
+        self.depends_on_l2 = False
+        self.flush_l2: Callable[[], None] = lambda: None
+        self.l2: Any = None  # the Mapping, for its dependency on us
 
     def set_order(self, order: int) -> None:
         """The entry width (2^order bits) and what follows from it; drops cached blocks."""
@@ -172,6 +183,9 @@ class Refcounts:
             per_byte = 8 >> self.order
             lo, hi = lo // per_byte * per_byte, -(-hi // per_byte) * per_byte
         width_bits = 1 << self.order
+        if self.dbg is not None:
+            self.dirty[offset] = None
+            return
         start = offset + lo * width_bits // 8
         data = encode_entries(block[lo:hi], self.order)
         self.overlap_check(OL_REFCOUNT_BLOCK, start, len(data))
@@ -181,11 +195,63 @@ class Refcounts:
         self.file.pwrite(self.table_offset + index * 8,
                          int(self.table[index]).to_bytes(8, "big"))
 
+    # -- the write-back cache QEMU has (only emulated with blkdebug below) ----------------
+    def write_cache(self) -> None:
+        """qcow2_cache_write(): every dirty block, whole, L2 tables first if needed;
+        the first error is raised after all were tried (ENOSPC preferred)."""
+        error: BlockError | None = None
+        for offset in list(self.dirty):
+            try:
+                if self.depends_on_l2:
+                    self.flush_l2()
+                    self.depends_on_l2 = False
+                block = self.blocks.get(offset)
+                if block is None or offset not in self.dirty:
+                    continue
+                self.overlap_check(OL_REFCOUNT_BLOCK, offset, self.cluster_size)
+                if self.dbg is not None:
+                    self.dbg.event("refblock_update_part")
+                self.file.pwrite(offset, encode_entries(block, self.order))
+                self.dirty.pop(offset, None)
+            except BlockError as exc:
+                if error is None or error.errno != errno.ENOSPC:
+                    error = exc
+        if error is not None:
+            raise error
+
+    def flush_cache(self) -> None:
+        """qcow2_cache_flush(): write the dirty blocks, then flush the file."""
+        if self.dbg is None:
+            return
+        self.write_cache()
+        self.file.flush()
+
+    def _depend_on_l2(self) -> None:
+        """qcow2_cache_set_dependency(refcount cache, L2 cache): if the L2 tables wait
+        for us, we are written first; if that fails, no dependency is recorded."""
+        l2 = self.l2
+        if l2 is not None and l2.depends_on_refcounts:
+            try:
+                self.flush_cache()
+            except BlockError:
+                return
+            l2.depends_on_refcounts = False
+            l2.depends_on_flush = False
+        self.depends_on_l2 = True
+
+    def _sync_write(self, offset: int, data: bytes) -> None:
+        """bdrv_pwrite_sync() with blkdebug below, a plain write otherwise."""
+        self.file.pwrite(offset, data)
+        if self.dbg is not None:
+            self.file.flush()
+
     def update(self, offset: int, length: int, addend: int, decrease: bool,
                discard_type: int) -> None:
         """update_refcount(): add/subtract `addend` for every cluster in the range."""
         if length <= 0:
             return
+        if decrease and self.dbg is not None:
+            self._depend_on_l2()
         cs = self.cluster_size
         start = offset // cs
         last = (offset + length - 1) // cs
@@ -236,6 +302,7 @@ class Refcounts:
     def _freed(self, cluster_offset: int, discard_type: int) -> None:
         if cluster_offset in self.blocks:
             del self.blocks[cluster_offset]
+        self.dirty.pop(cluster_offset, None)
         self.on_free(cluster_offset)
         if self.discard_passthrough.get(discard_type, False):
             if self.pending_discards and self.pending_discards[-1][1] == cluster_offset:
@@ -259,10 +326,17 @@ class Refcounts:
 
         Raises Again when new metadata may sit where the caller planned its clusters.
         """
+        dbg = self.dbg
+        if dbg is not None:
+            dbg.event("refblock_alloc")
         ti = cluster_index >> self.block_bits
         existing = self._block_offset(ti)
         if existing:
+            if dbg is not None:
+                dbg.event("refblock_load")
             return existing
+        if dbg is not None:
+            return self._alloc_block_cached(cluster_index, ti)
         cs = self.cluster_size
         new_block = self.alloc_noref(cs, 1 << 63)
         if new_block == 0:
@@ -286,6 +360,40 @@ class Refcounts:
                         // self.block_size)
         meta_offset = blocks_used * self.block_size * cs
         self.refcount_area(meta_offset, 0, False, ti, new_block)
+        raise Again()
+
+    def _alloc_block_cached(self, cluster_index: int, ti: int) -> int:
+        """alloc_refcount_block() with the write-back cache: QEMU's order of writes,
+        flushes and events, which decides what an injected error leaves behind."""
+        dbg = self.dbg
+        assert dbg is not None
+        cs = self.cluster_size
+        self.flush_l2()  # the table is about to change; L2 tables may depend on it
+        new_block = self.alloc_noref(cs, 1 << 63)
+        if new_block == 0:
+            raise self.corruption("Preventing invalid allocation of refcount block at "
+                                  "offset 0")
+        block = np.zeros(self.block_size, dtype=np.uint64)
+        if (new_block >> self.cluster_bits) >> self.block_bits == ti:
+            block[(new_block >> self.cluster_bits) & (self.block_size - 1)] = 1
+        else:
+            self.update(new_block, cs, 1, False, DISCARD_NEVER)
+            self.flush_cache()
+        self.blocks[new_block] = block
+        dbg.event("refblock_alloc_write")
+        self.dirty[new_block] = None
+        self.flush_cache()
+        if ti < self.table_size:
+            dbg.event("refblock_alloc_hookup")
+            self._sync_write(self.table_offset + ti * 8, new_block.to_bytes(8, "big"))
+            self.table[ti] = new_block
+            raise Again()
+        dbg.event("reftable_grow")
+        blocks_used = -(-max(cluster_index + 1, (new_block >> self.cluster_bits) + 1)
+                        // self.block_size)
+        meta_offset = blocks_used * self.block_size * cs
+        self.refcount_area(meta_offset, 0, False, ti, new_block)
+        dbg.event("refblock_load")
         raise Again()
 
     def refcount_area(self, start_offset: int, additional_clusters: int, exact_size: bool,
@@ -327,10 +435,19 @@ class Refcounts:
                 j = (start_offset - first_covered) // cs if first_covered < start_offset else 0
                 end_index = min((end_offset - first_covered) // cs, self.block_size)
                 block[j:end_index] = 1
-            self.file.pwrite(off, encode_entries(block, self.order))
+            if self.dbg is not None:
+                self.dirty[off] = None
+            else:
+                self.file.pwrite(off, encode_entries(block, self.order))
+        if self.dbg is not None:
+            self.dbg.event("refblock_alloc_write_blocks")
+            self.flush_cache()
+            self.dbg.event("refblock_alloc_write_table")
         table_bytes = new_table.astype(">u8").tobytes()
-        self.file.pwrite(table_offset, table_bytes)
-        self.file.pwrite(48, table_offset.to_bytes(8, "big") + table_clusters.to_bytes(4, "big"))
+        self._sync_write(table_offset, table_bytes)
+        if self.dbg is not None:
+            self.dbg.event("refblock_alloc_switch_table")
+        self._sync_write(48, table_offset.to_bytes(8, "big") + table_clusters.to_bytes(4, "big"))
         old_offset, old_size = self.table_offset, self.table_size
         self.table = new_table
         self.table_offset = table_offset
@@ -358,6 +475,8 @@ class Refcounts:
 
     def alloc_clusters(self, size: int) -> int:
         """qcow2_alloc_clusters()."""
+        if self.dbg is not None:
+            self.dbg.event("cluster_alloc")
         while True:
             offset = self.alloc_noref(size, MAX_CLUSTER_OFFSET)
             try:
@@ -383,6 +502,8 @@ class Refcounts:
     def alloc_bytes(self, size: int, cluster_offset_mask: int) -> int:
         """qcow2_alloc_bytes(): space for a compressed cluster, packed after the last."""
         cs = self.cluster_size
+        if self.dbg is not None:
+            self.dbg.event("cluster_alloc_bytes")
         offset = self.free_byte_offset
         if offset and self.get(offset >> self.cluster_bits) == self.max:
             offset = 0
@@ -413,6 +534,8 @@ class Refcounts:
 
     def free(self, offset: int, size: int, discard_type: int) -> None:
         """qcow2_free_clusters(); errors are only reported, as QEMU does."""
+        if self.dbg is not None:
+            self.dbg.event("cluster_free")
         try:
             self.update(offset, size, 1, True, discard_type)
         except BlockError as exc:
