@@ -238,9 +238,13 @@ def _cumulative(node: Node, edges: list[Child]) -> tuple[int, int]:
 
 
 def _check_edges(node: Node, edges: list[Child]) -> None:
-    """Refuse if one parent needs what another parent does not share."""
-    for user in edges:
-        for other in edges:
+    """Refuse if one parent needs what another parent does not share.
+
+    Pairs are tried as bdrv_parent_perms_conflict() tries them: the newest parent
+    first (7.2 puts new parents at the head of its list), as the one not sharing."""
+    newest_first = list(reversed(edges))
+    for other in newest_first:
+        for user in newest_first:
             if other is user:
                 continue
             clash = user.perm & ~other.shared

@@ -129,6 +129,12 @@ def test_backing_child_only_reads() -> None:
     top = make("top")
     base = make("base", flags=0)
     child = top.attach_child(base, "backing", CHILD_COW)
-    root_edge(top, PERM_CONSISTENT_READ | PERM_WRITE, PERM_ALL)
+    edge = root_edge(top, PERM_CONSISTENT_READ | PERM_WRITE,
+                     PERM_CONSISTENT_READ | PERM_WRITE_UNCHANGED)
     assert child.perm == PERM_CONSISTENT_READ
-    assert not child.shared & PERM_WRITE
+    assert not child.shared & (PERM_WRITE | PERM_RESIZE)
+    # A user that copes with changing data lets the backing file change too
+    # (7.2's bdrv_default_perms_for_cow).
+    set_child_perm(edge, PERM_CONSISTENT_READ | PERM_WRITE, PERM_ALL)
+    assert child.perm == PERM_CONSISTENT_READ
+    assert child.shared == PERM_ALL
