@@ -170,31 +170,39 @@ def test_blkdebug_read_aio(iot):
     iot.io(img, ["read -P 0x11 0 64k"], by="qemu")
 
 
+def _writes_of_one_l2_table(count, pattern="0x11"):
+    """32 KiB writes, each filling one L2 table of a 512-byte-cluster image: one
+    request per table (a request spanning several tables runs its parts as parallel
+    tasks in QEMU, which orders allocations and data writes differently)."""
+    return [f"write -P {pattern} {i * 32}k 32k" for i in range(count)]
+
+
 @formats("qcow2")
 def test_blkdebug_refblock_alloc(iot):
-    """512-byte clusters: a write that needs a new refcount block fails at each step
-    of its allocation in turn."""
+    """512-byte clusters: the fourth table's worth of data needs a new refcount block;
+    the write fails at each step of its allocation in turn."""
     for event in ("refblock_alloc", "refblock_alloc_write", "refblock_alloc_hookup"):
         iot.log(f"## {event}")
         cfg = _config(iot, _rule(event), f"{event}.cfg")
-        img = _fail(iot, cfg, ["write -P 0x11 0 192k"], size="16M",
+        img = _fail(iot, cfg, _writes_of_one_l2_table(4), size="16M",
                     opts="cluster_size=512", name=f"{event}.qcow2")
         _check_repair(iot, img, "all")
-        iot.io(img, ["read -P 0 0 192k", "write -P 0x22 0 192k", "read -P 0x22 0 192k"],
-               by="qemu")
+        iot.io(img, ["read -P 0x11 0 96k", "read -P 0 96k 32k", "write -P 0x22 96k 32k",
+                     "read -P 0x22 96k 32k"], by="qemu")
 
 
 @formats("qcow2")
 def test_blkdebug_refblock_alloc_table(iot):
-    """512-byte clusters: growing the refcount table fails at each of its writes."""
+    """512-byte clusters: past 8 MiB of file the refcount table must grow; the write
+    that needs it fails at each of the table's writes in turn."""
     for event in ("refblock_alloc_write_blocks", "refblock_alloc_write_table",
                   "refblock_alloc_switch_table"):
         iot.log(f"## {event}")
         cfg = _config(iot, _rule(event), f"{event}.cfg")
-        img = _fail(iot, cfg, ["write -P 0x11 0 9M"], size="16M",
+        img = _fail(iot, cfg, _writes_of_one_l2_table(260), size="16M",
                     opts="cluster_size=512", name=f"{event}.qcow2")
         _check_repair(iot, img, "all")
-        iot.io(img, ["read -P 0 0 9M"], by="qemu")
+        iot.io(img, ["read -P 0x11 0 7M"], by="qemu")
 
 
 @formats("qcow2")
