@@ -31,11 +31,11 @@ def _set_state(event, state, new_state):
             f'new_state = "{new_state}"\n')
 
 
-def _fail(iot, cfg, cmds, size="64M", opts=None, setup=(), name="t.qcow2"):
+def _fail(iot, cfg, cmds, size="64M", opts=None, setup=(), name="t.qcow2", args=()):
     """Create an image (and a QEMU-made twin), run `setup` plainly, then `cmds`
     through blkdebug with `cfg` on both; cmp the two images."""
-    img = iot.create(size, name=name, opts=opts)
-    twin = iot.create(size, name="qemu-" + name, opts=opts, by="qemu")
+    img = iot.create(size, name=name, opts=opts, args=args)
+    twin = iot.create(size, name="qemu-" + name, opts=opts, args=args, by="qemu")
     if setup:
         iot.io(img, setup)
         iot.io(twin, setup, by="qemu")
@@ -203,6 +203,69 @@ def test_blkdebug_refblock_alloc_table(iot):
                     opts="cluster_size=512", name=f"{event}.qcow2")
         _check_repair(iot, img, "all")
         iot.io(img, ["read -P 0x11 0 7M"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_cow_zeroed_space(iot):
+    """A write into part of a new cluster: 7.2 zeroes the whole cluster with one
+    write-zeroes request (cluster_alloc_space), then writes the data (write_aio)."""
+    for event, once in (("cluster_alloc_space", "off"), ("write_aio", "off"),
+                        ("cluster_alloc_space", "on")):
+        iot.log(f"## {event} once={once}")
+        cfg = _config(iot, _rule(event, once=once), f"{event}-{once}.cfg")
+        img = _fail(iot, cfg, ["write -P 0x11 4k 4k", "write -P 0x22 200k 8k"],
+                    setup=["write -P 0x33 1M 64k"], name=f"{event}-{once}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0 0 4k", "read -P 0x33 1M 64k", "read -P 0 192k 8k"],
+               by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_cow_from_backing(iot):
+    """Copy-on-write from a backing file: the old data is read (cow_read, through the
+    backing file: read_backing_aio) and written with the new (write_aio, cow_write)."""
+    base = iot.create("64M", name="base.qcow2")
+    iot.io(base, ["write -P 0x55 0 256k"])
+    for event, once in (("cow_read", "off"), ("read_backing_aio", "off"),
+                        ("cow_write", "off"), ("cow_write", "on"), ("l2_update", "off")):
+        iot.log(f"## {event} once={once}")
+        cfg = _config(iot, _rule(event, once=once), f"{event}-{once}.cfg")
+        img = _fail(iot, cfg, ["write -P 0x11 4k 4k", "write -P 0x22 68k 60k"],
+                    name=f"{event}-{once}.qcow2",
+                    args=("-b", str(base.path), "-F", "qcow2"))
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0x55 0 4k", "read -P 0x55 8k 56k", "read -P 0x55 64k 4k",
+                     "read -P 0x55 128k 128k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_compressed(iot):
+    """Compressed writes: the bytes allocation (cluster_alloc_bytes), the L2 entry
+    (l2_update_compressed) and the data (write_compressed)."""
+    for event in ("cluster_alloc_bytes", "l2_update_compressed", "write_compressed"):
+        iot.log(f"## {event}")
+        cfg = _config(iot, _rule(event), f"{event}.cfg")
+        img = _fail(iot, cfg, ["write -c -P 0x11 0 64k", "write -c -P 0x22 64k 64k"],
+                    setup=["write -c -P 0x33 1M 64k"], name=f"{event}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0x33 1M 64k"], by="qemu")
+    cfg = _config(iot, _rule("read_compressed", errno="5"), "read_compressed.cfg")
+    iot.io(f"blkdebug:{cfg}:{img.path}", ["read -P 0x33 1M 64k", "read -P 0x33 1M 4k"],
+           fmt="")
+
+
+@formats("qcow2")
+def test_blkdebug_l1_grow(iot):
+    """Growing the image past its L1 table's reach (truncate): each step of the new
+    L1 table, then a write into the grown part."""
+    for event in ("l1_grow_alloc_table", "l1_grow_write_table", "l1_grow_activate_table"):
+        iot.log(f"## {event}")
+        cfg = _config(iot, _rule(event), f"{event}.cfg")
+        img = _fail(iot, cfg, ["truncate 8G", "write -P 0x11 6G 64k"],
+                    setup=["write -P 0x33 1M 64k"], name=f"{event}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.img(["info", "-f", "qcow2"], img)
+        iot.io(img, ["read -P 0x33 1M 64k"], by="qemu")
 
 
 @formats("qcow2")

@@ -59,6 +59,10 @@ class L2Meta:
     cow_start: tuple[int, int]  # (offset in the allocation, bytes)
     cow_end: tuple[int, int]
     prealloc: bool = False
+    # With blkdebug below (QEMU's ways): the COW regions were zeroed instead of
+    # copied (handle_alloc_space), or the guest data goes out with them (merge_cow).
+    skip_cow: bool = False
+    data: memoryview | None = None
 
 
 # -- L1 / L2 tables ---------------------------------------------------------------
@@ -417,20 +421,100 @@ def alloc_host_offset(drv: Qcow2Driver, offset: int, nbytes: int,
 # -- linking ----------------------------------------------------------------------
 
 
+def _perform_cow_cached(drv: Qcow2Driver, meta: L2Meta) -> None:
+    """perform_cow() as 7.2 does it: both regions read in one go when the data
+    between them is small, written with the guest data when that was merged."""
+    dbg = drv.file.debug
+    assert dbg is not None
+    (s_off, s_len), (e_off, e_len) = meta.cow_start, meta.cow_end
+    if not (s_len or e_len) or meta.skip_cow:
+        return
+    data_bytes = e_off - (s_off + s_len)
+    if s_len and e_len and data_bytes <= 16384:
+        dbg.event("cow_read")
+        buf = drv.read_guest(meta.offset + s_off, e_off + e_len - s_off)
+        start, end = buf[:s_len], buf[len(buf) - e_len:]
+    else:
+        start = end = b""
+        if s_len:
+            dbg.event("cow_read")
+            start = drv.read_guest(meta.offset + s_off, s_len)
+        if e_len:
+            dbg.event("cow_read")
+            end = drv.read_guest(meta.offset + e_off, e_len)
+    if meta.data is not None:
+        dbg.event("write_aio")
+        whole = bytes(start) + bytes(meta.data) + bytes(end)
+        drv.check_overlap(0, meta.alloc_offset + s_off, len(whole))
+        dbg.event("cow_write")
+        drv.file.pwrite(meta.alloc_offset + s_off, whole)
+    else:
+        for off, region in ((s_off, start), (e_off, end)):
+            if region:
+                drv.check_overlap(0, meta.alloc_offset + off, len(region))
+                dbg.event("cow_write")
+                drv.file.pwrite(meta.alloc_offset + off, region)
+    drv.map.depends_on_flush = True
+
+
 def perform_cow(drv: Qcow2Driver, meta: L2Meta) -> None:
     """Copy the unwritten parts of new clusters from what the guest saw before."""
     dbg = drv.file.debug
+    if dbg is not None:
+        _perform_cow_cached(drv, meta)
+        return
     for region_off, region_len in (meta.cow_start, meta.cow_end):
         if region_len:
-            if dbg is not None:
-                dbg.event("cow_read")
             data = drv.read_guest(meta.offset + region_off, region_len)
             drv.check_overlap(0, meta.alloc_offset + region_off, region_len)
-            if dbg is not None:
-                dbg.event("cow_write")
             drv.file.pwrite(meta.alloc_offset + region_off, data)
-    if dbg is not None and (meta.cow_start[1] or meta.cow_end[1]):
-        drv.map.depends_on_flush = True
+
+
+def alloc_space(drv: Qcow2Driver, metas: list[L2Meta]) -> None:
+    """handle_alloc_space() (blkdebug only): COW regions that would copy zeros are
+    zeroed with the whole range in one write-zeroes request instead."""
+    from bdrv.request import REQ_NO_FALLBACK, is_allocated_above
+
+    dbg = drv.file.debug
+    assert dbg is not None
+
+    def unallocated(offset: int, length: int) -> bool:
+        if not length:
+            return True
+        allocated, pnum, _ = is_allocated_above(drv.node, None, False, offset, length)
+        return not allocated and pnum == length
+
+    for meta in reversed(metas):
+        (s_off, s_len), (e_off, e_len) = meta.cow_start, meta.cow_end
+        if not (s_len or e_len):
+            continue
+        if not (unallocated(meta.offset + s_off, s_len)
+                and unallocated(meta.offset + e_off, e_len)):
+            continue
+        start = meta.alloc_offset + s_off
+        drv.check_overlap(0, start, e_off + e_len - s_off)
+        dbg.event("cluster_alloc_space")
+        try:
+            drv.file.pwrite_zeroes(start, e_off + e_len - s_off, REQ_NO_FALLBACK)
+        except BlockError as exc:
+            if exc.errno not in (95, 11):
+                raise
+            continue
+        meta.skip_cow = True
+
+
+def merge_cow(guest: int, data: memoryview, metas: list[L2Meta]) -> bool:
+    """merge_cow() (blkdebug only): the allocation whose COW regions enclose the
+    write takes the guest data along."""
+    for meta in reversed(metas):
+        (s_off, s_len), (e_off, e_len) = meta.cow_start, meta.cow_end
+        if not (s_len or e_len) or meta.skip_cow:
+            continue
+        if meta.offset + s_off + s_len != guest or meta.offset + e_off != guest + len(data):
+            continue
+        meta.data = data
+        return True
+    return False
 
 
 def link_l2(drv: Qcow2Driver, meta: L2Meta) -> None:

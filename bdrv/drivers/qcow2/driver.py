@@ -459,9 +459,13 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             try:
                 host, n, metas = alloc.alloc_host_offset(self, offset + pos, chunk, metas)
                 self.check_overlap(0, host, n)
-                if self.dbg is not None:
-                    self.dbg.event("write_aio")
-                self.file.pwrite(host, view[pos : pos + n])
+                if self.dbg is None:
+                    self.file.pwrite(host, view[pos : pos + n])
+                else:
+                    alloc.alloc_space(self, metas)
+                    if not alloc.merge_cow(offset + pos, view[pos : pos + n], metas):
+                        self.dbg.event("write_aio")
+                        self.file.pwrite(host, view[pos : pos + n])
                 while metas:
                     alloc.link_l2(self, metas[-1])
                     metas.pop()
