@@ -184,6 +184,14 @@ def test_reopen_qcow2_options(iot: Iot) -> None:
                  {"cache-clean-interval": -1}, {"lazy-refcounts": "on"},
                  {"discard-no-unref": True}, {"data-file": "f"}, {"bogus": 1}):
         _reopen(m, {**q, **opts})
+    iot.log("=== The same checks when a node is added ===")
+    img3 = iot.create("1M", name="t3.qcow2")
+    for opts in ({"cache-size": 65536, "l2-cache-size": 262144},
+                 {"l2-cache-entry-size": 1000}, {"cache-clean-interval": -1},
+                 {"overlap-check": {"template": "none", "active-l1": True}}):
+        m.qmp_log("blockdev-add", {"driver": "qcow2", "node-name": "q3",
+                                   "file": {"driver": "file", "filename": img3}, **opts})
+    m.qmp_log("blockdev-del", node_name="q3")
     iot.log("=== Explicit options left out ===")
     img2 = iot.create("1M", name="t2.qcow2")
     m.qmp_log("blockdev-add", driver="file", node_name="f2", filename=img2, read_only=True)
@@ -241,3 +249,8 @@ def test_io_reopen_qcow2_options(iot: Iot) -> None:
                  "reopen -o lazy-refcounts=maybe", "reopen -o cache-clean-interval=-1",
                  "reopen -o cache-clean-interval=4294967296", "reopen -o discard-no-unref=on",
                  "reopen -o data-file=x", "read -P 0x55 0 64k"])
+    iot.log("=== The same checks when the image is opened ===")
+    for opts in ("cache-size=64k,l2-cache-size=1M", "l2-cache-entry-size=256",
+                 "cache-clean-interval=-5", "overlap-check=all,overlap-check.template=none"):
+        iot.io(None, "read -P 0x55 0 64k", fmt="",
+               opts=["--image-opts", f"driver=qcow2,file.filename={img.path},{opts}"])

@@ -69,10 +69,55 @@ def _bool(name: str, value: Any) -> bool:
     return parse_bool_option(name, value)
 
 
+_MIN_CLUSTER_SIZE = 512
+_UINT_MAX = 0xFFFFFFFF
+
+
+def _size(name: str, value: Any) -> int:
+    from bdrv.sizes import parse_option_size
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return parse_option_size(name, str(value))
+
+
+def _check_cache_sizes(opts: dict[str, Any], cluster_size: int) -> None:
+    """read_cache_sizes(): how cache-size, l2-cache-size, refcount-cache-size and
+    l2-cache-entry-size may be combined."""
+    combined = _size("cache-size", opts["cache-size"]) if "cache-size" in opts else None
+    l2 = _size("l2-cache-size", opts["l2-cache-size"]) if "l2-cache-size" in opts else 0
+    refcount = _size("refcount-cache-size", opts["refcount-cache-size"]) \
+        if "refcount-cache-size" in opts else 0
+    entry = _size("l2-cache-entry-size", opts["l2-cache-entry-size"]) \
+        if "l2-cache-entry-size" in opts else cluster_size
+    if combined is not None:
+        if "l2-cache-size" in opts and "refcount-cache-size" in opts:
+            raise BlockError("cache-size, l2-cache-size and refcount-cache-size may not be "
+                             "set at the same time")
+        if "l2-cache-size" in opts and l2 > combined:
+            raise BlockError("l2-cache-size may not exceed cache-size")
+        if refcount > combined:
+            raise BlockError("refcount-cache-size may not exceed cache-size")
+    if entry < _MIN_CLUSTER_SIZE or entry > cluster_size or entry & (entry - 1):
+        raise BlockError(f"L2 cache entry size must be a power of two between "
+                         f"{_MIN_CLUSTER_SIZE} and the cluster size ({cluster_size})")
+
+
 def parse_runtime_options(options: dict[str, Any], hdr: Qcow2Header,
                           flags: int) -> RuntimeOptions:
-    """qcow2_update_options_prepare(), the parts that change behaviour here."""
+    """qcow2_update_options_prepare(), the parts that change behaviour here; checks
+    in 7.2's order: cache sizes, L2 cache entry size, cache clean interval, lazy
+    refcounts, overlap checks."""
+    from bdrv.options import parse_number
+
     from .header import COMPAT_LAZY_REFCOUNTS
+
+    _check_cache_sizes(options, hdr.cluster_size)
+    if "cache-clean-interval" in options:
+        # A QemuOpts number: negative values wrap to huge ones.
+        interval = parse_number("cache-clean-interval", str(options["cache-clean-interval"]))
+        if interval > _UINT_MAX:
+            raise BlockError("Cache clean interval too big")
 
     lazy = bool(hdr.compatible_features & COMPAT_LAZY_REFCOUNTS)
     if "lazy-refcounts" in options:

@@ -1,20 +1,17 @@
 """qcow2 reopen: every runtime option may change, as in 7.2's qcow2_reopen_prepare()
 (qcow2_update_options_prepare/commit).
 
-Prepare takes the qcow2 options out of the reopen's pending options, checks them in
-7.2's order (cache sizes, L2 cache entry size, cache clean interval, lazy refcounts,
-overlap checks) and stages the result; it also marks the image clean when lazy
-refcounts are switched off or the node becomes read-only. Commit applies the staged
-options; abort drops them.
+Prepare takes the qcow2 options out of the reopen's pending options, checks them as
+an open does (options.parse_runtime_options) and stages the result; it also marks the
+image clean when lazy refcounts are switched off or the node becomes read-only.
+Commit applies the staged options; abort drops them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bdrv.errors import BlockError
 from bdrv.graph import O_RDWR, O_UNMAP
-from bdrv.options import parse_number
 
 from .options import RUNTIME_OPTIONS, RuntimeOptions, parse_runtime_options
 from .refcount import DISCARD_OTHER, DISCARD_REQUEST
@@ -24,49 +21,9 @@ if TYPE_CHECKING:
 
     from .driver import Qcow2Driver
 
-_MIN_CLUSTER_SIZE = 512
-_UINT_MAX = 0xFFFFFFFF
-
-
-def _size(name: str, value: Any) -> int:
-    from bdrv.sizes import parse_option_size
-
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    return parse_option_size(name, str(value))
-
-
-def _check_cache_sizes(opts: dict[str, Any], cluster_size: int) -> None:
-    """read_cache_sizes(): how cache-size, l2-cache-size, refcount-cache-size and
-    l2-cache-entry-size may be combined."""
-    combined = _size("cache-size", opts["cache-size"]) if "cache-size" in opts else None
-    l2 = _size("l2-cache-size", opts["l2-cache-size"]) if "l2-cache-size" in opts else 0
-    refcount = _size("refcount-cache-size", opts["refcount-cache-size"]) \
-        if "refcount-cache-size" in opts else 0
-    entry = _size("l2-cache-entry-size", opts["l2-cache-entry-size"]) \
-        if "l2-cache-entry-size" in opts else cluster_size
-    if combined is not None:
-        if "l2-cache-size" in opts and "refcount-cache-size" in opts:
-            raise BlockError("cache-size, l2-cache-size and refcount-cache-size may not be "
-                             "set at the same time")
-        if "l2-cache-size" in opts and l2 > combined:
-            raise BlockError("l2-cache-size may not exceed cache-size")
-        if refcount > combined:
-            raise BlockError("refcount-cache-size may not exceed cache-size")
-    if entry < _MIN_CLUSTER_SIZE or entry > cluster_size or entry & (entry - 1):
-        raise BlockError(f"L2 cache entry size must be a power of two between "
-                         f"{_MIN_CLUSTER_SIZE} and the cluster size ({cluster_size})")
-
-
 def reopen_prepare(drv: Qcow2Driver, state: ReopenState) -> None:
     pending = state.unhandled
     opts = {key: pending.pop(key) for key in list(pending) if key in RUNTIME_OPTIONS}
-    _check_cache_sizes(opts, drv.cluster_size)
-    if "cache-clean-interval" in opts:
-        # A QemuOpts number: negative values wrap to huge ones.
-        interval = parse_number("cache-clean-interval", str(opts["cache-clean-interval"]))
-        if interval > _UINT_MAX:
-            raise BlockError("Cache clean interval too big")
     parsed = parse_runtime_options(dict(opts), drv.hdr, state.flags)
     node = drv.node
     if node.open_flags & O_RDWR:
