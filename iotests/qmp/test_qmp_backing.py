@@ -211,3 +211,40 @@ def test_backing_inline_dropped(iot: Iot) -> None:
     _graph(iot, m)
     _reopen(m, _opts("top", backing="mid"))
     m.qmp_log("quit")
+
+
+@formats("qcow2")
+def test_backing_options_inline(iot: Iot) -> None:
+    """`backing` given as options: they reopen the current backing node if it was
+    opened along with its overlay (and must name that node); options for a backing
+    node added on its own cannot change that way."""
+    base, mid, top = _chain(iot)
+    m = iot.machine()
+    m.qmp_log("blockdev-add", {"driver": "qcow2", "node-name": "base", "backing": None,
+                               "file": {"driver": "file", "filename": base,
+                                        "node-name": "base-file"}})
+    m.qmp_log("blockdev-add", {
+        "driver": "qcow2", "node-name": "top",
+        "file": {"driver": "file", "filename": top, "node-name": "top-file"},
+        "backing": {"driver": "qcow2", "node-name": "mid", "backing": "base",
+                    "file": {"driver": "file", "filename": mid, "node-name": "mid-file"}}})
+    mid_opts = {"driver": "qcow2", "node-name": "mid", "backing": "base", "file": "mid-file"}
+    _reopen(m, _opts("top", backing={**mid_opts, "detect-zeroes": "on",
+                                     "cache": {"no-flush": True}}))
+    for n in m.cmd("query-named-block-nodes", flat=True):
+        iot.log(f"  {n['node-name']}: detect_zeroes={n['detect_zeroes']} "
+                f"no-flush={n['cache']['no-flush']}")
+    _reopen(m, _opts("top", backing={**mid_opts, "read-only": False}))
+    _reopen(m, _opts("top", backing={**mid_opts, "node-name": "other"}))
+    _reopen(m, _opts("top", backing={**mid_opts, "driver": "raw"}))
+    _reopen(m, _opts("top", backing={**mid_opts, "backing": None}))
+    _nodes(iot, m)
+    _graph(iot, m)
+    iot.log("=== mid's own backing, base, was added on its own ===")
+    _reopen(m, _opts("top", backing={**mid_opts, "backing": {
+        "driver": "qcow2", "node-name": "base", "file": "base-file", "backing": None}}))
+    _reopen(m, _opts("top", backing="mid"),
+            {**mid_opts, "backing": {"driver": "qcow2", "node-name": "base",
+                                     "file": "base-file", "backing": None}})
+    _nodes(iot, m)
+    m.qmp_log("quit")
