@@ -248,3 +248,22 @@ def test_backing_options_inline(iot: Iot) -> None:
                                      "file": "base-file", "backing": None}})
     _nodes(iot, m)
     m.qmp_log("quit")
+
+
+@formats("qcow2")
+def test_io_reopen_backing(iot: Iot) -> None:
+    """qemu-io's reopen on a chain opened from the image headers: options for the
+    backing nodes (opened along, so they may change), and a `backing` reference,
+    which -o can only give as a node name ('null' is one, not JSON's null)."""
+    base, mid, top = _chain(iot)
+    iot.io(top, ["read -P 0x11 0 64k", "reopen -o backing.detect-zeroes=on",
+                 "reopen -o backing.backing.cache.no-flush=on",
+                 "reopen -o backing.read-only=off", "reopen -o backing.node-name=x",
+                 "reopen -o backing.driver=raw", "reopen -o backing.file.filename=x",
+                 "reopen -o backing=nosuch", "reopen -o backing.backing=null",
+                 "read -P 0 0 64k", "read -P 0x22 64k 64k", "read -P 0x33 128k 64k",
+                 "reopen -o backing=null", "read -P 0 64k 64k", "read -P 0x33 128k 64k",
+                 "reopen -r", "reopen -w", "write -P 0x44 192k 64k"])
+    iot.img("map --output=json", top)
+    iot.io(top, ["read -P 0x11 0 64k", "read -P 0x22 64k 64k", "read -P 0x44 192k 64k"])
+    iot.img(["check", "-f", iot.fmt], top)
