@@ -267,3 +267,29 @@ def test_io_reopen_backing(iot: Iot) -> None:
     iot.img("map --output=json", top)
     iot.io(top, ["read -P 0x11 0 64k", "read -P 0x22 64k 64k", "read -P 0x44 192k 64k"])
     iot.img(["check", "-f", iot.fmt], top)
+
+
+@formats("qcow2")
+def test_io_reopen_backing_swap_reads(iot: Iot) -> None:
+    """A backing swap seen by reads: qemu-io opens the chain with node names, then
+    `reopen -o backing=base` skips mid (which goes away), and reads of mid's data
+    now come from base."""
+    base, mid, top = _chain(iot)
+    spec = (f"driver=qcow2,node-name=top,file.filename={top.path},"
+            f"backing.node-name=mid,backing.file.filename={mid.path},"
+            f"backing.backing.node-name=base,backing.backing.file.filename={base.path}")
+    s = iot.interactive(None, opts=["--image-opts", spec], fmt="")
+    s.cmd("read -P 0x22 64k 64k")
+    s.cmd("reopen -o backing=mid")
+    s.cmd("reopen -o backing=top")
+    s.cmd("reopen -o backing=base")
+    s.cmd("read -P 0x11 0 64k")
+    s.cmd("read -P 0 64k 64k")
+    s.cmd("read -P 0x33 128k 64k")
+    s.cmd("reopen -o backing=mid")
+    s.cmd("write -P 0x55 256k 64k")
+    s.cmd("reopen -r")
+    s.cmd("read -P 0x55 256k 64k")
+    s.close()
+    iot.io(top, ["read -P 0x22 64k 64k", "read -P 0x55 256k 64k"])
+    iot.img(["check", "-f", iot.fmt], top)
