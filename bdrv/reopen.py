@@ -8,11 +8,14 @@ Follows QEMU 7.2's bdrv_reopen_queue_child() / bdrv_reopen_multiple():
   the node's old explicit options (with `keep_old_opts`), those inherited from the
   parent, the node's old effective options (with `keep_old_opts`).
 - `ReopenQueue.run()` flushes every queued node, prepares every node (generic options,
-  then the driver's `reopen_prepare`, then "Cannot change the option '...'" for whatever
-  is left and differs from the current value), updates permissions (and with them the
-  file driver's image locks and file descriptor) with the new flags, and then commits
-  every node, or, on any error, aborts every node prepared so far and leaves the graph
-  as it was.
+  then the driver's `reopen_prepare`, "backing is missing", then `backing`/`file`
+  naming another node: that child is swapped at once, without permissions, so the
+  nodes prepared later see the new graph; then "Cannot change the option '...'" for
+  whatever is left and differs from the current value), updates permissions (and with
+  them the file driver's image locks and file descriptor) with the new flags on the new
+  graph, and then commits every node and closes the children nobody uses any more, or,
+  on any error, puts the old children back, aborts every node prepared so far and
+  leaves the graph as it was.
 
 Each node remembers QEMU's two option sets: `explicit_options` (what the user gave) and
 `options` (everything in effect). Nodes fresh from open.py carry looser versions of
