@@ -95,6 +95,61 @@ def test_permission_failure_rolls_back_fd_and_flags(image: Path) -> None:
         blk.close()
 
 
+def _edges(nodes: list[Node]) -> list[tuple[Any, ...]]:
+    """Who is whose child, in order, with the permissions: the graph to compare."""
+    return [(n.node_name, [(c.name, id(c), c.node.node_name, c.perm, c.shared)
+                           for c in n.children],
+             [id(c) for c in n.parents]) for n in nodes]
+
+
+def test_child_swap_undone_when_a_later_node_fails(image: Path, tmp_path: Path) -> None:
+    make_image(tmp_path, "b.raw")
+    blk = _open(image)
+    other = _open(tmp_path / "b.raw", **{"file.node-name": "fb"})
+    try:
+        assert other.node.file is not None
+        fb = other.node.file.node
+        nodes = [blk.node, *blk.node.walk(), other.node, fb]
+        before, snapshots = _edges(nodes), [_snapshot(n) for n in (blk.node, other.node)]
+        names = {"fb": fb}
+        queue = ReopenQueue(names.get)
+        queue.add(blk.node, {"file": "fb"}, keep_old_opts=True)
+        queue.add(other.node, {"offset": "4k", "size": "1000"}, keep_old_opts=True)
+        with pytest.raises(BlockError, match="Specified size is not multiple of 512"):
+            queue.run()
+        assert _edges(nodes) == before
+        assert [_snapshot(n) for n in (blk.node, other.node)] == snapshots
+        blk.pwrite(0, b"still on a.raw")
+        assert (image.read_bytes()[:14]) == b"still on a.raw"
+    finally:
+        blk.close()
+        other.close()
+
+
+def test_child_swap_commits_and_closes_the_dropped_child(image: Path, tmp_path: Path) -> None:
+    make_image(tmp_path, "b.raw")
+    blk = _open(image)
+    other = _open(tmp_path / "b.raw", **{"file.node-name": "fb"})
+    try:
+        assert blk.node.file is not None and other.node.file is not None
+        old, fb = blk.node.file.node, other.node.file.node
+        queue = ReopenQueue({"fb": fb}.get)
+        queue.add(blk.node, {"file": "fb"}, keep_old_opts=True)
+        queue.run()
+        assert blk.node.file.node is fb and old.closed
+        assert [c.parent for c in fb.parents] == [other.node, blk.node]
+        # Both raw nodes write through fb now (raw shares everything).
+        blk.pwrite(0, b"now on b.raw")
+        assert (tmp_path / "b.raw").read_bytes()[:12] == b"now on b.raw"
+        queue = ReopenQueue({"fb": fb, "r": blk.node}.get)
+        queue.add(blk.node, {"file": "r"}, keep_old_opts=True)
+        with pytest.raises(BlockError, match="would create a cycle"):
+            queue.run()
+    finally:
+        blk.close()
+        other.close()
+
+
 def test_read_write_transitions_reopen_the_descriptor(image: Path) -> None:
     blk = _open(image, O_UNMAP)
     try:
