@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bdrv.errors import BlockError, strerror
@@ -95,15 +96,22 @@ def _int32(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def amend(drv: Qcow2Driver, opts: dict[str, Any], status: Status) -> None:
-    hdr = drv.hdr
-    old_version = new_version = drv.version
-    new_size = 0
+@dataclass
+class _Target:
+    """What the given options ask for (unchanged fields keep the image's values)."""
+
+    version: int
+    refcount_bits: int
+    lazy: bool
+    size: int = 0
+    backing_given: bool = False
     backing_file: str | None = None
     backing_fmt: str | None = None
-    lazy = drv.lazy_refcounts
-    refcount_bits = 1 << hdr.refcount_order
-    backing_given = False
+
+
+def _target(drv: Qcow2Driver, opts: dict[str, Any]) -> _Target:
+    """The options in amend option list order, each refused with 7.2's words."""
+    want = _Target(drv.version, 1 << drv.hdr.refcount_order, drv.lazy_refcounts)
     for desc in AMEND_OPTIONS:
         name = desc.name
         if name not in opts:
@@ -111,25 +119,25 @@ def amend(drv: Qcow2Driver, opts: dict[str, Any], status: Status) -> None:
         value = opts[name]
         if name == "compat":
             if value in ("0.10", "v2"):
-                new_version = 2
+                want.version = 2
             elif value in ("1.1", "v3"):
-                new_version = 3
+                want.version = 3
             else:
                 raise BlockError(f"Unknown compatibility level {value}")
         elif name == "size":
-            new_size = int(value)
+            want.size = int(value)
         elif name == "backing_file":
-            backing_file, backing_given = str(value), True
+            want.backing_file, want.backing_given = str(value), True
         elif name == "backing_fmt":
-            backing_fmt, backing_given = str(value), True
+            want.backing_fmt, want.backing_given = str(value), True
         elif name.startswith(_ENC):
             # bdrv opens no encrypted image, so there is never anything to amend.
             raise BlockError("Can't amend encryption options - encryption not present")
         elif name == "lazy_refcounts":
-            lazy = bool(value)
+            want.lazy = bool(value)
         elif name == "refcount_bits":
-            refcount_bits = _int32(int(value))
-            if refcount_bits <= 0 or refcount_bits > 64 or refcount_bits & (refcount_bits - 1):
+            bits = want.refcount_bits = _int32(int(value))
+            if bits <= 0 or bits > 64 or bits & (bits - 1):
                 raise BlockError("Refcount width must be a power of two and may not "
                                  "exceed 64 bits")
         elif name == "data_file":
@@ -138,14 +146,20 @@ def amend(drv: Qcow2Driver, opts: dict[str, Any], status: Status) -> None:
                              "data file")
         elif name == "data_file_raw" and value:
             raise BlockError("data-file-raw cannot be set on existing images")
+    return want
 
-    new_order = refcount_bits.bit_length() - 1
-    progress = AmendProgress(status, (new_version != old_version)
+
+def amend(drv: Qcow2Driver, opts: dict[str, Any], status: Status) -> None:
+    hdr = drv.hdr
+    want = _target(drv, opts)
+    old_version = drv.version
+    new_order = want.refcount_bits.bit_length() - 1
+    progress = AmendProgress(status, (want.version != old_version)
                              + (new_order != hdr.refcount_order))
-    if new_version > old_version:
+    if want.version > old_version:
         upgrade(drv, progress.step(_UPGRADING))
     if new_order != hdr.refcount_order:
-        if new_version < 3 and refcount_bits != 16:
+        if want.version < 3 and want.refcount_bits != 16:
             raise BlockError("Refcount widths other than 16 bits require compatibility "
                              f"level 1.1 or above {_V3_HINT}")
         from .amend_refcount import change_refcount_order
@@ -153,18 +167,17 @@ def amend(drv: Qcow2Driver, opts: dict[str, Any], status: Status) -> None:
         change_refcount_order(drv, new_order, progress.step(_CHANGING_REFCOUNT_ORDER))
     # data_file_raw=off: the bit is clear already (bdrv has no data file images).
     _update_header(drv)
-    if backing_given and (backing_file != hdr.backing_file
-                          or backing_fmt != hdr.backing_format):
+    if want.backing_given and (want.backing_file != hdr.backing_file
+                               or want.backing_fmt != hdr.backing_format):
         raise BlockError("Cannot amend the backing file",
                          hint="You can use 'qemu-img rebase' instead.\n")
-    if lazy != drv.lazy_refcounts:
-        _set_lazy_refcounts(drv, lazy, new_version)
-    if new_size:
+    if want.lazy != drv.lazy_refcounts:
+        _set_lazy_refcounts(drv, want.lazy, want.version)
+    if want.size:
         # blk_truncate() takes an int64_t: sizes from 2^63 on are negative there.
-        if new_size >= 1 << 63:
-            new_size -= 1 << 64
-        drv.node.truncate(new_size, True, "off")
-    if new_version < old_version:
+        size = want.size - (1 << 64) if want.size >= 1 << 63 else want.size
+        drv.node.truncate(size, True, "off")
+    if want.version < old_version:
         downgrade(drv, progress.step(_DOWNGRADING))
 
 
