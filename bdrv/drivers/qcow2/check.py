@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -145,6 +146,10 @@ def check_image(drv: Qcow2Driver, fix: int) -> CheckResult:
     # does; their messages go to the same list, in the order they happen.
     snap = CheckResult()
     snap.messages = res.messages
+    # Repairs change refcounts in a write-back cache, as 7.2's refblock cache: written
+    # when the check ends, lost if a fatal corruption made the image unusable first.
+    write_back = bool(fix) and not drv.rc.write_back
+    drv.rc.write_back = drv.rc.write_back or bool(fix)
     try:
         # Lines the driver prints meanwhile (qcow2_signal_corruption) keep their place.
         with contextlib.redirect_stderr(_MessageSink(res)):
@@ -154,6 +159,8 @@ def check_image(drv: Qcow2Driver, fix: int) -> CheckResult:
                 check_fix_snapshot_table(drv, snap, fix)
             finally:
                 _add_counts(res, snap)
+                if write_back:
+                    _end_write_back(drv)
     except (CheckAbort, SnapshotCheckAbort) as exc:
         err = BlockError(os.strerror(exc.errno), exc.errno)
         err.check_result = res  # type: ignore[attr-defined]
@@ -166,6 +173,26 @@ def check_image(drv: Qcow2Driver, fix: int) -> CheckResult:
             drv.hdr.incompatible_features &= ~INCOMPAT_CORRUPT
             drv.update_header()
     return res
+
+
+def _end_write_back(drv: Qcow2Driver) -> None:
+    """The check is over: write the repaired refcounts (7.2 does at close), unless a
+    fatal corruption made the node unusable; with blkdebug its cache keeps them."""
+    try:
+        if getattr(drv, "dead", False):
+            drv.rc.drop_cache()
+        elif drv.rc.dbg is None:
+            drv.rc.write_cache()
+    except BlockError as exc:
+        from bdrv.errors import strerror
+
+        drv.rc.dirty.clear()
+        owner = getattr(getattr(drv.node, "warn", None), "__self__", None)
+        prog = getattr(owner, "prog", None) or "qemu"
+        sys.stderr.write(f"{prog}: Failed to flush the refcount block cache: "
+                         f"{strerror(exc.errno)}\n")
+    finally:
+        drv.rc.write_back = False
 
 
 def _add_counts(res: CheckResult, other: CheckResult) -> None:

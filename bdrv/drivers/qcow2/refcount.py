@@ -115,6 +115,9 @@ class Refcounts:
         # With blkdebug: dirty cached blocks, and whether the L2 cache must be written
         # first (qcow2_cache_set_dependency); `flush_l2` is set by the driver.
         self.dirty: dict[int, None] = {}
+        # Also write-back without blkdebug: check's repairs, which 7.2 makes in its
+        # refblock cache and loses if a fatal corruption stops the check.
+        self.write_back = False
         self.depends_on_l2 = False
         self.flush_l2: Callable[[], None] = lambda: None
         self.l2: Any = None  # the Mapping, for its dependency on us
@@ -183,7 +186,7 @@ class Refcounts:
             per_byte = 8 >> self.order
             lo, hi = lo // per_byte * per_byte, -(-hi // per_byte) * per_byte
         width_bits = 1 << self.order
-        if self.dbg is not None:
+        if self.dbg is not None or self.write_back:
             self.dirty[offset] = None
             return
         start = offset + lo * width_bits // 8
@@ -221,10 +224,16 @@ class Refcounts:
 
     def flush_cache(self) -> None:
         """qcow2_cache_flush(): write the dirty blocks, then flush the file."""
-        if self.dbg is None:
+        if self.dbg is None and not self.write_back:
             return
         self.write_cache()
         self.file.flush()
+
+    def drop_cache(self) -> None:
+        """What a node made unusable by a fatal corruption does with its cache: the
+        dirty blocks are never written, and nothing cached is trusted again."""
+        self.dirty.clear()
+        self.blocks.clear()
 
     def _depend_on_l2(self) -> None:
         """qcow2_cache_set_dependency(refcount cache, L2 cache): if the L2 tables wait
