@@ -310,3 +310,16 @@ def test_amend_interop(iot):
     iot.io(ours, ["write -P 0x14 3M 64k", "read -P 0x13 2M 64k"])
     iot.img(["check", "-f", "qcow2"], ours)
     _info(iot, ours)
+
+
+@formats("qcow2")
+def test_amend_progress_then_error(iot):
+    """With -p the meter runs up to 100% before the error, and its line ends after."""
+    ours, theirs = _pair(iot, "t.qcow2", cmds=["write -P 0x11 0 128k"])
+    for img in (ours, theirs):
+        iot.img(["snapshot", "-c", "one"], img, by="qemu")
+        _zero_snapshot_dates(iot, img)
+    _amend(iot, ["-p", "-o", "refcount_bits=1"], ours, theirs)
+    _amend(iot, ["-p", "-o", "refcount_bits=64,compat=0.10"], ours, theirs)
+    _amend(iot, ["-p", "-o", "compat=0.10,backing_fmt=raw"], ours, theirs)
+    _check(iot, ours)
