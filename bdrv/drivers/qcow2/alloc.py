@@ -9,8 +9,10 @@ and an L1 entry only after its new L2 table is on disk.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -581,6 +583,28 @@ def _is_allocated(ctype: int) -> bool:
     return ctype in (C_NORMAL, C_ZERO_ALLOC, C_COMPRESSED)
 
 
+def _collecting_discards(func: Callable[..., None]) -> Callable[..., None]:
+    """The discards of the clusters `func` frees go out merged when it ends, and not
+    at all if it fails (s->cache_discards around qcow2_cluster_discard/zeroize)."""
+    @functools.wraps(func)
+    def wrapper(drv: Qcow2Driver, *args: Any) -> None:
+        rc = drv.rc
+        outer = rc.cache_discards
+        rc.cache_discards = True
+        try:
+            func(drv, *args)
+        except BaseException:
+            if not outer:
+                rc.cache_discards = False
+                rc.pending_discards = []
+            raise
+        if not outer:
+            rc.cache_discards = False
+            rc.process_discards()
+    return wrapper
+
+
+@_collecting_discards
 def discard_clusters(drv: Qcow2Driver, offset: int, nbytes: int, discard_type: int,
                      full_discard: bool) -> None:
     """qcow2_cluster_discard() over whole clusters."""
@@ -675,6 +699,7 @@ def _zero_subclusters(drv: Qcow2Driver, offset: int, nb_sc: int) -> None:
         write_l2(drv, l2_offset, table, l2_index, 1)
 
 
+@_collecting_discards
 def zeroize(drv: Qcow2Driver, offset: int, nbytes: int, may_unmap: bool) -> None:
     """qcow2_subcluster_zeroize(): zero flags for an aligned range."""
     m = drv.map

@@ -112,6 +112,9 @@ class Refcounts:
                                                      DISCARD_SNAPSHOT: True}
         self.on_free: Callable[[int], None] = lambda offset: None
         self.pending_discards: list[tuple[int, int]] = []
+        # Set while a discard or zeroing operation collects the discards of the
+        # clusters it frees, to send them merged at its end (s->cache_discards).
+        self.cache_discards = False
         # With blkdebug: dirty cached blocks, and whether the L2 cache must be written
         # first (qcow2_cache_set_dependency); `flush_l2` is set by the driver.
         self.dirty: dict[int, None] = {}
@@ -298,6 +301,8 @@ class Refcounts:
                         self._freed((idx + int(z)) * cs, discard_type)
                 idx += n
         except (BlockError, Again):
+            if not self.cache_discards:
+                self.pending_discards = []  # a failed update discards nothing
             # Undo what was done, as QEMU tries to.
             if done_to > start:
                 try:
@@ -306,7 +311,8 @@ class Refcounts:
                 except BlockError:
                     pass
             raise
-        self.process_discards()
+        if not self.cache_discards:
+            self.process_discards()
 
     def _freed(self, cluster_offset: int, discard_type: int) -> None:
         if cluster_offset in self.blocks:
