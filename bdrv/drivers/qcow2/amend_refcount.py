@@ -185,6 +185,7 @@ def _install(drv: Qcow2Driver, order: int, reftable: list[int], table_offset: in
     except BlockError as exc:
         raise _fail("Failed to write the new reftable", exc) from None
     try:
+        rc.write_cache()  # only a write-back cache (blkdebug) holds anything
         drv.file.flush()
     except BlockError as exc:
         raise _fail("Failed to flush the refblock cache", exc) from None

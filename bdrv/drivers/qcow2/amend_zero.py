@@ -114,7 +114,9 @@ def expand_zero_clusters(drv: Qcow2Driver, status: Status) -> None:
     total = drv.map.l1_size + sum(sn.l1_size for sn in snapshots)
     work = _Expansion(drv, status, total)
     work.l1_table(drv.map.l1, True)
-    # Snapshot L1 tables may point at tables just changed: read them from the file.
+    # Snapshot L1 tables may point at tables just changed: write back what a
+    # write-back cache (blkdebug) holds, then read them from the file.
+    drv.map.flush_cache()
     drv.map.cache.tables.clear()
     for sn in snapshots:
         _check_table(drv.cluster_size, sn.l1_table_offset, sn.l1_size, 8, MAX_L1_SIZE,
