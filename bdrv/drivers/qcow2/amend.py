@@ -85,7 +85,7 @@ class AmendProgress:
         self.status(self.offset_completed + offset, current_work + projected)
 
 
-def _errno_error(message: str, exc: BlockError) -> BlockError:
+def errno_error(message: str, exc: BlockError) -> BlockError:
     """error_setg_errno(): "<message>: <strerror>"."""
     return BlockError(f"{message}: {strerror(exc.errno)}", exc.errno)
 
@@ -185,7 +185,7 @@ def _update_header(drv: Qcow2Driver) -> None:
     try:
         drv.update_header()
     except BlockError as exc:
-        raise _errno_error("Failed to update the image header", exc) from None
+        raise errno_error("Failed to update the image header", exc) from None
 
 
 def _set_lazy_refcounts(drv: Qcow2Driver, lazy: bool, new_version: int) -> None:
@@ -203,7 +203,7 @@ def _set_lazy_refcounts(drv: Qcow2Driver, lazy: bool, new_version: int) -> None:
         drv.update_header()
     except BlockError as exc:
         hdr.compatible_features ^= COMPAT_LAZY_REFCOUNTS
-        raise _errno_error("Failed to update the image header", exc) from None
+        raise errno_error("Failed to update the image header", exc) from None
     drv.lazy_refcounts = lazy
 
 
@@ -211,7 +211,7 @@ def _mark_clean(drv: Qcow2Driver) -> None:
     try:
         drv.mark_clean()
     except BlockError as exc:
-        raise _errno_error("Failed to make the image clean", exc) from None
+        raise errno_error("Failed to make the image clean", exc) from None
 
 
 def _set_version(drv: Qcow2Driver, version: int) -> None:
@@ -229,7 +229,7 @@ def upgrade(drv: Qcow2Driver, status: Status) -> None:
         try:
             write_table(drv, snapshots)
         except BlockError as exc:
-            raise _errno_error("Failed to update the snapshot table", exc) from None
+            raise errno_error("Failed to update the snapshot table", exc) from None
     status(1, 2)
     old = drv.version
     _set_version(drv, 3)
@@ -237,7 +237,7 @@ def upgrade(drv: Qcow2Driver, status: Status) -> None:
         drv.update_header()
     except BlockError as exc:
         _set_version(drv, old)
-        raise _errno_error("Failed to update the image header", exc) from None
+        raise errno_error("Failed to update the image header", exc) from None
     status(2, 2)
 
 
@@ -265,7 +265,7 @@ def downgrade(drv: Qcow2Driver, status: Status) -> None:
     try:
         expand_zero_clusters(drv, status)
     except BlockError as exc:
-        raise _errno_error("Failed to turn zero into data clusters", exc) from None
+        raise errno_error("Failed to turn zero into data clusters", exc) from None
     if hdr.incompatible_features & INCOMPAT_COMPRESSION:
         if _has_compressed_clusters(drv):
             raise BlockError("Cannot downgrade an image with zstd compression type and "
@@ -279,7 +279,7 @@ def downgrade(drv: Qcow2Driver, status: Status) -> None:
         drv.update_header()
     except BlockError as exc:
         _set_version(drv, old)
-        raise _errno_error("Failed to update the image header", exc) from None
+        raise errno_error("Failed to update the image header", exc) from None
 
 
 def _has_compressed_clusters(drv: Qcow2Driver) -> bool:

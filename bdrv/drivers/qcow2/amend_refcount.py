@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bdrv.errors import BlockError, strerror
+from bdrv.errors import BlockError
 
+from .amend import errno_error
 from .mapping import c_hex
 from .refcount import (
     DISCARD_NEVER,
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from .driver import Qcow2Driver
 
 Status = Callable[[int, int], None]
-
-
-def _fail(message: str, exc: BlockError) -> BlockError:
-    return BlockError(f"{message}: {strerror(exc.errno)}", exc.errno)
 
 
 class _Walk:
@@ -76,7 +73,7 @@ class _Walk:
                     try:
                         values = rc.load_block(block_offset)[pos : pos + n]
                     except BlockError as exc:
-                        raise _fail("Failed to retrieve refblock", exc) from None
+                        raise errno_error("Failed to retrieve refblock", exc) from None
                     self._check_width(values, (j << rc.block_bits) + pos)
                     if values.any():
                         empty = False
@@ -126,7 +123,7 @@ class _Walk:
             try:
                 table[index] = drv.rc.alloc_clusters(drv.cluster_size)
             except BlockError as exc:
-                raise _fail("Failed to allocate refblock", exc) from None
+                raise errno_error("Failed to allocate refblock", exc) from None
             self.allocated = True
 
     def _flush_refblock(self, index: int, empty: bool) -> None:
@@ -136,11 +133,11 @@ class _Walk:
             try:
                 drv.check_overlap(0, offset, drv.cluster_size)
             except BlockError as exc:
-                raise _fail("Overlap check failed", exc) from None
+                raise errno_error("Overlap check failed", exc) from None
             try:
                 drv.file.pwrite(offset, encode_entries(self.buf, self.order))
             except BlockError as exc:
-                raise _fail("Failed to write refblock", exc) from None
+                raise errno_error("Failed to write refblock", exc) from None
 
 
 def change_refcount_order(drv: Qcow2Driver, order: int, status: Status) -> None:
@@ -163,7 +160,7 @@ def change_refcount_order(drv: Qcow2Driver, order: int, status: Status) -> None:
             try:
                 table_offset = rc.alloc_clusters(len(reftable) * 8)
             except BlockError as exc:
-                raise _fail("Failed to allocate the new reftable", exc) from None
+                raise errno_error("Failed to allocate the new reftable", exc) from None
             allocated_size = len(reftable)
         _Walk(drv, order, reftable, True).run(walk_index, walk_index + 1, status)
         _install(drv, order, reftable, table_offset)
@@ -179,16 +176,16 @@ def _install(drv: Qcow2Driver, order: int, reftable: list[int], table_offset: in
     try:
         drv.check_overlap(0, table_offset, len(data))
     except BlockError as exc:
-        raise _fail("Overlap check failed", exc) from None
+        raise errno_error("Overlap check failed", exc) from None
     try:
         drv.file.pwrite(table_offset, data)
     except BlockError as exc:
-        raise _fail("Failed to write the new reftable", exc) from None
+        raise errno_error("Failed to write the new reftable", exc) from None
     try:
         rc.write_cache()  # only a write-back cache (blkdebug) holds anything
         drv.file.flush()
     except BlockError as exc:
-        raise _fail("Failed to flush the refblock cache", exc) from None
+        raise errno_error("Failed to flush the refblock cache", exc) from None
     old_table, old_offset, old_order = rc.table, rc.table_offset, drv.hdr.refcount_order
     rc.table = np.array(reftable, dtype=np.uint64)
     rc.table_offset = table_offset
@@ -197,7 +194,7 @@ def _install(drv: Qcow2Driver, order: int, reftable: list[int], table_offset: in
         drv.update_header()
     except BlockError as exc:
         rc.table, rc.table_offset, drv.hdr.refcount_order = old_table, old_offset, old_order
-        raise _fail("Failed to update the qcow2 header", exc) from None
+        raise errno_error("Failed to update the qcow2 header", exc) from None
     rc.set_order(order)
     # From here on the old structures are plain clusters counted by the new ones.
     reftable.clear()
