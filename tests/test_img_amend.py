@@ -255,6 +255,8 @@ CASES: list[tuple[list[list[str]], list[str]]] = [
     (SNAP, ["-o", "refcount_bits=2", "s.qcow2"]),
     (SNAP, ["-o", "size=8M", "s.qcow2"]),
     (SNAP, ["-o", "size=8M,compat=0.10", "s.qcow2"]),
+    (SNAP, ["-o", "size=8M", "sv2.qcow2"]),
+    (SNAP, ["-o", "size=8M,compat=1.1", "sv2.qcow2"]),
     # many refblocks
     (SMALL, ["-p", "-o", "refcount_bits=1", "c.qcow2"]),
     (SMALL, ["-p", "-o", "refcount_bits=64", "c.qcow2"]),
