@@ -18,6 +18,7 @@ import numpy as np
 
 from bdrv.errors import BlockError
 
+from .header import INCOMPAT_DIRTY
 from .mapping import (
     C_COMPRESSED,
     C_NORMAL,
@@ -475,23 +476,17 @@ def perform_cow(drv: Qcow2Driver, meta: L2Meta) -> None:
 def alloc_space(drv: Qcow2Driver, metas: list[L2Meta]) -> None:
     """handle_alloc_space() (blkdebug only): COW regions that would copy zeros are
     zeroed with the whole range in one write-zeroes request instead."""
-    from bdrv.request import REQ_NO_FALLBACK, is_allocated_above
+    from bdrv.request import REQ_NO_FALLBACK, block_status_above
 
     dbg = drv.file.debug
     assert dbg is not None
-
-    def unallocated(offset: int, length: int) -> bool:
-        if not length:
-            return True
-        allocated, pnum, _ = is_allocated_above(drv.node, None, False, offset, length)
-        return not allocated and pnum == length
-
     for meta in reversed(metas):
         (s_off, s_len), (e_off, e_len) = meta.cow_start, meta.cow_end
         if not (s_len or e_len):
             continue
-        if not (unallocated(meta.offset + s_off, s_len)
-                and unallocated(meta.offset + e_off, e_len)):
+        # Regions that read as zeros (unallocated, or zero clusters) need no copy.
+        if not (drv._is_zero(meta.offset + s_off, s_len, block_status_above)
+                and drv._is_zero(meta.offset + e_off, e_len, block_status_above)):
             continue
         start = meta.alloc_offset + s_off
         drv.check_overlap(0, start, e_off + e_len - s_off)
@@ -525,8 +520,11 @@ def link_l2(drv: Qcow2Driver, meta: L2Meta) -> None:
     cs = drv.cluster_size
     perform_cow(drv, meta)
     if drv.lazy_refcounts:
-        drv.mark_dirty()
-    elif drv.file.debug is not None:
+        try:
+            drv.mark_dirty()
+        except BlockError:
+            pass  # 7.2 goes on without the dirty bit (and so with accurate refcounts)
+    if drv.file.debug is not None and not drv.hdr.incompatible_features & INCOMPAT_DIRTY:
         set_l2_dependency(drv)
     l2_offset, table, l2_index = get_cluster_table(drv, meta.offset)
     old: list[int] = []

@@ -242,9 +242,11 @@ class Qcow2Driver(Qcow2Reopen, Driver):
 
     # -- QEMU's flush and close with the metadata caches (blkdebug below only) -------
     def write_caches(self) -> None:
-        """qcow2_write_caches(): dirty L2 tables, then refcount blocks."""
+        """qcow2_write_caches(): dirty L2 tables, then refcount blocks unless the
+        image is dirty (lazy refcounts: they are written when it is marked clean)."""
         self.map.write_cache()
-        self.rc.write_cache()
+        if not self.hdr.incompatible_features & INCOMPAT_DIRTY:
+            self.rc.write_cache()
 
     def debug_flush(self, fua: bool = False) -> None:
         """bdrv_co_flush() of this node with blkdebug below: flush_to_os (the caches
