@@ -319,6 +319,13 @@ def calculate_refcounts(drv: Qcow2Driver, res: CheckResult, fix: int, imrt: Imrt
     imrt.inc(drv.rc.table_offset, drv.rc.table_size * 8)
     for offset, length in _extension_areas(drv):
         imrt.inc(offset, length)
+    from .check_bitmaps import BrokenBitmaps, count_bitmap_refs
+
+    try:
+        count_bitmap_refs(drv, res, imrt)
+    except BrokenBitmaps:
+        res.corruptions += 1
+        raise CheckAbort(errno.EINVAL) from None
     return check_refblocks(drv, res, fix, imrt)
 
 
@@ -332,9 +339,9 @@ def _text(value: bytes | str) -> str:
 
 
 def _extension_areas(drv: Qcow2Driver) -> list[tuple[int, int]]:
-    """Clusters referenced from header extensions (bitmap directory, crypto header)."""
+    """Clusters referenced from header extensions (the crypto header)."""
     areas: list[tuple[int, int]] = []
-    for name in ("crypto_header", "bitmap_directory"):
+    for name in ("crypto_header",):
         area = getattr(drv.hdr, name, None)
         if area:
             areas.append((int(area[0]), int(area[1])))

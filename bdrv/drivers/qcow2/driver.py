@@ -34,6 +34,7 @@ from . import alloc
 from .amend import AMEND_OPTIONS
 from .compress import decompress, parse_entry
 from .header import (
+    AUTOCLEAR_BITMAPS,
     AUTOCLEAR_DATA_FILE_RAW,
     AUTOCLEAR_MASK,
     COMPAT_LAZY_REFCOUNTS,
@@ -190,6 +191,8 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             DISCARD_OTHER: opts.pass_discard_other,
         })
         update = read_extensions(self._read, hdr, hdr.ext_end)  # type: ignore[attr-defined]
+        if hdr.has_bitmaps_ext and not hdr.autoclear_features & AUTOCLEAR_BITMAPS:
+            self._warn_inconsistent_bitmaps()
         if hdr.incompatible_features & INCOMPAT_DATA_FILE:
             raise BlockError("Unsupported qcow2 feature(s): external data file",
                              errno.ENOTSUP)
@@ -207,10 +210,18 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             self.snapshots = read_table(self, hdr.nb_snapshots, hdr.snapshots_offset)
         self.backing_format = hdr.backing_format
         update = update or bool(hdr.autoclear_features & ~AUTOCLEAR_MASK)
+        # bdrv has no bitmap support, so a read-write open marks persistent bitmaps
+        # inconsistent before anything is written (qcow2.txt: autoclear bits a program
+        # does not support are cleared); QEMU then drops them instead of trusting them.
+        # A check repairs only metadata and counts their clusters, so it keeps them.
+        keeps_bitmaps = bool(flags & (O_CHECK | O_INACTIVE))
+        if rdwr and hdr.autoclear_features & AUTOCLEAR_BITMAPS and not keeps_bitmaps:
+            update = True
         if update and rdwr:
             hdr.autoclear_features &= AUTOCLEAR_MASK
-            # Without bitmap support, bitmaps must be marked inconsistent on write.
-            hdr.autoclear_features &= ~1
+            if not keeps_bitmaps:
+                hdr.autoclear_features &= ~AUTOCLEAR_BITMAPS
+                hdr.bitmaps = None
             self.update_header()
         if hdr.incompatible_features & INCOMPAT_DIRTY and rdwr and \
                 not flags & (O_CHECK | O_INACTIVE):
@@ -264,6 +275,17 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             dbg.event("flush_to_disk")
         self.file.flush()
         self.flushed_gen = current
+
+    def _warn_inconsistent_bitmaps(self) -> None:
+        """7.2's warning for bitmaps a program without bitmap support left behind (its
+        second line has no newline: the next output continues on it)."""
+        owner = getattr(getattr(self.node, "warn", None), "__self__", None)
+        prog = getattr(owner, "prog", None) or "qemu"
+        sys.stdout.flush()
+        sys.stderr.write(f"{prog}: warning: a program lacking bitmap support modified this "
+                         "file, so all bitmaps are now considered inconsistent\nSome clusters "
+                         "may be leaked, run 'qemu-img check -r' on the image file to fix.")
+        sys.stderr.flush()
 
     def _close_caches(self) -> None:
         """bdrv_close()'s flush (errors ignored) and qcow2_inactivate()'s cache

@@ -107,6 +107,9 @@ class Qcow2Header:
     unknown_extensions: list[Extension] = field(default_factory=list)
     feature_table: bytes | None = None
     has_bitmaps_ext: bool = False
+    # The bitmaps extension while it is consistent: (nb_bitmaps, directory offset,
+    # directory size). bdrv has no bitmap support; check counts their clusters.
+    bitmaps: tuple[int, int, int] | None = None
 
     @property
     def cluster_size(self) -> int:
@@ -267,6 +270,7 @@ def read_extensions(read: ReadFn, hdr: Qcow2Header, end: int, *, want_table: boo
             else:
                 # We have no bitmap support: keep the extension as opaque data.
                 unknown.append(Extension(magic, data))
+                hdr.bitmaps = _bitmaps_ext(data, hdr.cluster_size)
         elif magic == EXT_DATA_FILE:
             hdr.data_file = data.decode("latin-1")  # type: ignore[attr-defined]
         else:
@@ -275,6 +279,29 @@ def read_extensions(read: ReadFn, hdr: Qcow2Header, end: int, *, want_table: boo
     # QEMU inserts at the list head, so it writes them back in reverse order.
     hdr.unknown_extensions = list(reversed(unknown))
     return need_update
+
+
+MAX_BITMAPS = 65535
+MAX_BITMAP_DIRECTORY_SIZE = 1024 * MAX_BITMAPS
+
+
+def _bitmaps_ext(data: bytes, cluster_size: int) -> tuple[int, int, int]:
+    """A consistent bitmaps extension, validated as 7.2 does at open:
+    (nb_bitmaps, directory offset, directory size)."""
+    nb, reserved, dir_size, dir_offset = struct.unpack(">IIQQ", data)
+    if reserved:
+        raise BlockError("bitmaps_ext: Reserved field is not zero")
+    if not nb:
+        raise BlockError("found bitmaps extension with zero bitmaps")
+    if nb > MAX_BITMAPS:
+        raise BlockError(f"bitmaps_ext: Image has {nb} bitmaps, exceeding the QEMU "
+                         f"supported maximum of {MAX_BITMAPS}")
+    if dir_offset & (cluster_size - 1):
+        raise BlockError("bitmaps_ext: invalid bitmap directory offset")
+    if dir_size > MAX_BITMAP_DIRECTORY_SIZE:
+        raise BlockError(f"bitmaps_ext: bitmap directory size ({dir_size}) exceeds the "
+                         f"maximum supported size ({MAX_BITMAP_DIRECTORY_SIZE})")
+    return nb, dir_offset, dir_size
 
 
 def read_backing_name(read: ReadFn, hdr: Qcow2Header) -> None:
