@@ -91,6 +91,13 @@ def probe_format(header: bytes, filename: str) -> type[Driver]:
         score = drv.probe(header, filename)
         if score > best_score:
             best, best_score = drv, score
+    if best is None or best.format_name == "raw":
+        from bdrv.drivers.foreign import foreign_format
+
+        foreign = foreign_format(header, filename)
+        if foreign is not None:
+            raise BlockError(f"Image format '{foreign}' is not supported by bdrv (with "
+                             "-f raw the file opens as plain bytes)", errno.ENOTSUP)
     raw = find_driver("raw")
     assert raw is not None
     return best or raw

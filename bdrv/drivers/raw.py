@@ -158,10 +158,13 @@ class RawDriver(Driver):
         self._file().pwrite(self.offset + offset, data, flags)
 
     def _refuse_format_change(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        from bdrv.drivers.foreign import foreign_format
         from bdrv.open import probe_format
 
         assert offset == 0 and len(data) >= SECTOR
-        if probe_format(bytes(data[:SECTOR]), "") is not RawDriver:
+        head = bytes(data[:SECTOR])
+        # Formats QEMU knows and bdrv does not count too: QEMU refuses these writes.
+        if foreign_format(head, "") is not None or probe_format(head, "") is not RawDriver:
             raise BlockError("Operation not permitted", errno.EPERM)
 
     def pwrite_zeroes(self, offset: int, length: int, flags: int) -> None:
