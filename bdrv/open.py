@@ -500,11 +500,15 @@ def _open_common(
         raise BlockError("force-share=on can only be used with read-only images")
     for key in ("read-only", "cache.direct", "cache.no-flush", "discard"):
         options.pop(key, None)
+    from bdrv.reopen import parse_detect_zeroes
+
+    detect_zeroes = parse_detect_zeroes(options.get("detect-zeroes"), flags)
     for key in ("auto-read-only", "detect-zeroes", "copy-on-read"):
         options.pop(key, None)
 
     driver = drv_cls.__new__(drv_cls)
     node = Node(driver=driver, node_name=name, open_flags=flags, explicit_options=explicit)
+    node.detect_zeroes = detect_zeroes  # type: ignore[attr-defined]
     node.auto_node_name = auto_name
     node.force_share = force_share  # type: ignore[attr-defined]
     node.probed_raw = probed and drv_cls.format_name == "raw"

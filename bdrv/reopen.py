@@ -445,7 +445,7 @@ def _prepare(queue: ReopenQueue, state: ReopenState) -> None:
             state.flags |= O_UNMAP
         else:
             raise BlockError("Invalid discard option")
-    state.detect_zeroes = _detect_zeroes(generic.get("detect-zeroes"), state.flags)
+    state.detect_zeroes = parse_detect_zeroes(generic.get("detect-zeroes"), state.flags)
     for key in _FIXED_GENERIC:
         if key in generic:
             # Put back as QemuOpts strings: a QMP boolean never equals them.
@@ -479,7 +479,7 @@ def _opt_string(value: Any) -> Any:
     return value
 
 
-def _detect_zeroes(value: Any, flags: int) -> str:
+def parse_detect_zeroes(value: Any, flags: int) -> str:
     """bdrv_parse_detect_zeroes()."""
     if value is None:
         return "off"

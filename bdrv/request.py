@@ -61,6 +61,12 @@ def _align_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
+def _is_zero(data: bytes | bytearray | memoryview) -> bool:
+    import numpy as np
+
+    return not np.frombuffer(data, dtype=np.uint8).any()
+
+
 def eio(message: str = "Input/output error") -> BlockError:
     return BlockError(message, errno.EIO)
 
@@ -133,6 +139,12 @@ class RequestLayer:
             buf = bytearray(self._aligned_read(start, end - start))
             buf[offset - start : offset - start + length] = data
             data, offset = buf, start
+        detect = getattr(self, "detect_zeroes", "off")
+        if detect != "off" and not flags & REQ_ZERO_WRITE and _is_zero(data):
+            # detect-zeroes: an all-zero write becomes a zero write (which may unmap).
+            flags |= REQ_ZERO_WRITE | (REQ_MAY_UNMAP if detect == "unmap" else 0)
+            self._zero_aligned(offset, len(data), flags)
+            return
         view = memoryview(data)
         pos = 0
         while pos < len(view):
@@ -155,9 +167,20 @@ class RequestLayer:
         tail_start = max(_align_down(offset + length, align), head_end)
         if head_end > offset:
             self.pwrite(offset, bytes(head_end - offset), flags & ~REQ_MAY_UNMAP)
-        pos = head_end
-        while pos < tail_start:
-            chunk = min(MAX_TRANSFER, tail_start - pos)
+        if tail_start > head_end:
+            self._zero_aligned(head_end, tail_start - head_end, flags)
+        if tail_start < offset + length:
+            self.pwrite(tail_start, bytes(offset + length - tail_start), flags & ~REQ_MAY_UNMAP)
+
+    def _zero_aligned(self, offset: int, length: int, flags: int) -> None:
+        """An aligned zero write: the driver's way, or plain zeros where it has none."""
+        from bdrv.graph import O_UNMAP
+
+        if not self.open_flags & O_UNMAP:
+            flags &= ~REQ_MAY_UNMAP
+        pos = offset
+        while pos < offset + length:
+            chunk = min(MAX_TRANSFER, offset + length - pos)
             try:
                 self._drv().pwrite_zeroes(pos, chunk, flags)
             except BlockError as exc:
@@ -165,8 +188,6 @@ class RequestLayer:
                     raise
                 self._fallback_zero_write(pos, chunk, flags)
             pos += chunk
-        if tail_start < offset + length:
-            self.pwrite(tail_start, bytes(offset + length - tail_start), flags & ~REQ_MAY_UNMAP)
 
     def _fallback_zero_write(self, offset: int, length: int, flags: int) -> None:
         step = 1 << 20
