@@ -136,9 +136,7 @@ class RequestLayer:
         start = _align_down(offset, align)
         end = _align_up(offset + length, align)
         if start != offset or end != offset + length:
-            buf = bytearray(self._aligned_read(start, end - start))
-            buf[offset - start : offset - start + length] = data
-            data, offset = buf, start
+            data, offset = self._pad_write(offset, data, start, end), start
         detect = getattr(self, "detect_zeroes", "off")
         if detect != "off" and not flags & REQ_ZERO_WRITE and _is_zero(data):
             # detect-zeroes: an all-zero write becomes a zero write (which may unmap).
@@ -151,6 +149,55 @@ class RequestLayer:
             chunk = min(MAX_TRANSFER, len(view) - pos)
             self._drv().pwrite(offset + pos, view[pos : pos + chunk], flags)
             pos += chunk
+
+    def _pad_write(self, offset: int, data: bytes | bytearray | memoryview, start: int,
+                   end: int) -> bytearray:
+        """Read-modify-write padding as bdrv_padding_rmw_read() does it: the head
+        block and the tail block are read (one read if the padded request is one
+        block, or two adjacent ones with both ends unaligned), with the
+        pwritev_rmw_* events on a blkdebug node. 7.2's bdrv_co_pwritev_part()
+        ignores a failed padding read: the write goes on with zeros there (and in
+        the tail block too when the head block's read failed)."""
+        failed = False
+
+        def read(pos: int, count: int) -> bytes:
+            nonlocal failed
+            if not failed:
+                try:
+                    return self._aligned_read(pos, count)
+                except BlockError:
+                    failed = True
+            return bytes(count)
+
+        align = self.request_alignment
+        dbg = getattr(self, "debug", None)
+        head = offset - start
+        tail = end - (offset + len(data))
+        total = end - start
+        buf_len = 2 * align if total > align and head and tail else align
+        merge = total == buf_len and bool(tail)
+        buf = bytearray(total)
+        if head or merge:
+            n = buf_len if merge else align
+            if dbg is not None:
+                if head:
+                    dbg.event("pwritev_rmw_head")
+                if merge:
+                    dbg.event("pwritev_rmw_tail")
+            buf[:n] = read(start, n)
+            if dbg is not None and not failed:
+                if head:
+                    dbg.event("pwritev_rmw_after_head")
+                if merge:
+                    dbg.event("pwritev_rmw_after_tail")
+        if tail and not merge and not failed:
+            if dbg is not None:
+                dbg.event("pwritev_rmw_tail")
+            buf[total - align :] = read(end - align, align)
+            if dbg is not None and not failed:
+                dbg.event("pwritev_rmw_after_tail")
+        buf[head : head + len(data)] = data
+        return buf
 
     def pwrite_zeroes(self, offset: int, length: int, flags: int = 0) -> None:
         """Zero a range: the driver's efficient way if it has one, else plain writes."""

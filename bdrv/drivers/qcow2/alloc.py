@@ -73,14 +73,22 @@ class L2Meta:
 
 def write_l1_entry(drv: Qcow2Driver, index: int) -> None:
     m = drv.map
-    offset = m.l1_offset + 8 * index
-    drv.check_overlap(OL_ACTIVE_L1, offset, 8)
-    dbg = drv.file.debug
+    file = drv.file
+    # 7.2 writes the aligned block of entries around it when the file wants
+    # bigger requests (entries past the table's end as zeros).
+    nentries = max(8, min(file.request_alignment, drv.cluster_size)) // 8
+    first = index // nentries * nentries
+    entries = np.zeros(nentries, dtype=np.uint64)
+    count = min(nentries, m.l1_size - first)
+    entries[:count] = m.l1[first : first + count]
+    offset = m.l1_offset + 8 * first
+    drv.check_overlap(OL_ACTIVE_L1, offset, 8 * nentries)
+    dbg = file.debug
     if dbg is not None:
         dbg.event("l1_update")
-    drv.file.pwrite(offset, int(m.l1[index]).to_bytes(8, "big"))
+    file.pwrite(offset, entries.astype(">u8").tobytes())
     if dbg is not None:
-        drv.file.flush()
+        file.flush()
 
 
 def write_l2(drv: Qcow2Driver, l2_offset: int, table: np.ndarray, first: int,
