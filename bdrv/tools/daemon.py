@@ -183,4 +183,7 @@ def main(argv: list[str]) -> int:
 
 
 def console_main() -> None:
+    from bdrv.tools.memory import tune_malloc
+
+    tune_malloc()
     sys.exit(main(sys.argv))

@@ -119,6 +119,9 @@ def _trace_option(img: Img, text: str) -> bool:
 
 
 def console_main() -> None:
+    from bdrv.tools.memory import tune_malloc
+
+    tune_malloc()
     status = main(sys.argv)
     try:
         sys.stdout.flush()
