@@ -268,6 +268,74 @@ def test_blkdebug_l1_grow(iot):
         iot.io(img, ["read -P 0x33 1M 64k"], by="qemu")
 
 
+def _fail_opts(iot, rules, cmds, size="64M", opts=None, setup=(), name="t.qcow2"):
+    """As _fail, with blkdebug given as --image-opts: `rules` are its options
+    (file.align=..., file.inject-error.0.event=...)."""
+    img = iot.create(size, name=name, opts=opts)
+    twin = iot.create(size, name="qemu-" + name, opts=opts, by="qemu")
+    if setup:
+        iot.io(img, setup)
+        iot.io(twin, setup, by="qemu")
+    cflags = [arg for c in ([cmds] if isinstance(cmds, str) else cmds) for arg in ("-c", c)]
+    for image, by in ((img, None), (twin, "qemu")):
+        spec = f"driver=qcow2,file.driver=blkdebug,file.image.filename={image.path},{rules}"
+        iot.io(None, [], opts=["--image-opts", *cflags, spec], by=by)
+    iot.run(["cmp", img.path.name, twin.path.name])
+    return img
+
+
+@formats("qcow2")
+def test_blkdebug_align_rmw(iot):
+    """align=4096: small writes to the file are read-modify-written (pwritev_rmw_*
+    events). A failed padding read is ignored by 7.2: the write goes on with zeros
+    around the data. A rule on the write itself fails it."""
+    cases = (("pwritev_rmw_head", "read", "on"), ("pwritev_rmw_tail", "read", "off"),
+             ("pwritev_rmw_after_head", "read", "on"), ("pwritev_rmw_tail", "write", "on"),
+             ("pwritev", "write", "on"), ("pwritev_done", "write", "off"))
+    for event, iotype, once in cases:
+        iot.log(f"## {event} iotype={iotype} once={once}")
+        img = _fail_opts(iot, f"file.align=4096,file.inject-error.0.event={event},"
+                         f"file.inject-error.0.iotype={iotype},file.inject-error.0.once={once}",
+                         ["write -P 0x22 8200 100", "write -P 0x33 12000 9000",
+                          "write -P 0x44 1M 4k"],
+                         setup=["write -P 0x11 0 64k"], name=f"{event}-{iotype}-{once}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -v 8192 16", "read -v 8296 8", "read -v 11992 16",
+                     "read -v 20992 16", "read -P 0x11 24k 40k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_lazy_refcounts(iot):
+    """lazy_refcounts=on: refcount blocks are written only when the image is marked
+    clean, so a failing flush leaves a dirty image with refcounts behind; a
+    read-write open repairs it, check -r all too."""
+    cfg = _config(iot, _rule("flush_to_disk"))
+    img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -P 0x22 4k 4k", "flush",
+                           "write -P 0x33 1M 64k"], opts="lazy_refcounts=on")
+    iot.img(["info", "-f", "qcow2"], img)
+    _check_repair(iot, img, "all")
+    iot.io(img, ["read -P 0x11 0 4k", "read -P 0 1M 64k"], by="qemu")
+
+
+@formats("qcow2")
+def test_blkdebug_discard(iot):
+    """Discards: the clusters a discard frees go to the file as one merged discard
+    at its end; a rule on the first freed cluster (cluster_free, once) fails that
+    one request, so nothing is punched; iotype=discard fails discards only."""
+    for rule in (_rule("cluster_free", once="on"), _rule("none", iotype="discard"),
+                 _rule("cluster_free")):
+        iot.log("## " + " ".join(rule.split("\n")[1:]).strip())
+        cfg = _config(iot, rule, "discard.cfg")
+        img = _fail(iot, cfg, ["discard 0 128k", "write -z -u 1M 64k", "discard 2M 64k",
+                               "write -P 0x44 3M 4k"],
+                    setup=["write -P 0x11 0 128k", "write -P 0x22 1M 64k",
+                           "write -P 0x33 2M 64k"],
+                    name="d.qcow2" if "once" in rule else f"d{len(rule)}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.img(["map", "--output=json", "-f", "qcow2"], img)
+        iot.io(img, ["read -P 0 0 128k", "read -P 0 1M 64k"], by="qemu")
+
+
 @formats("qcow2")
 def test_blkdebug_bad_configs(iot):
     """Config files and options 7.2 refuses, and its words for them."""
