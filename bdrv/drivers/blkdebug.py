@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bdrv.driver import Driver, register
 from bdrv.errors import BlockError, from_oserror
-from bdrv.graph import CHILD_FILTERED, CHILD_PRIMARY, O_PROTOCOL
+from bdrv.graph import CHILD_FILTERED, CHILD_PRIMARY, O_NO_FLUSH, O_PROTOCOL
 from bdrv.options import parse_bool, parse_enum, parse_number, parse_option_size
 from bdrv.request import BLOCK_OFFSET_VALID, BLOCK_RAW, BlockStatus
 
@@ -485,9 +485,10 @@ class BlkdebugDriver(Driver):
         self.image.pdiscard(offset, length)
 
     def flush(self) -> None:
-        """Only the rules: the request layer flushes the image node after us."""
+        """Only the rules: the request layer flushes the image node after us. With
+        cache.no-flush (cache=unsafe) a flush never reaches the rules."""
         gen = self.write_gen
-        if gen == self.flushed_gen:
+        if gen == self.flushed_gen or self.node.open_flags & O_NO_FLUSH:
             return
         self.rule_check(0, 0, IO_FLUSH)
         self.flushed_gen = gen

@@ -337,6 +337,26 @@ def test_blkdebug_discard(iot):
 
 
 @formats("qcow2")
+def test_blkdebug_cache_modes(iot):
+    """qemu-io -t: writethrough (the default) flushes after every write, writeback
+    only when asked and on close, unsafe never reaches the flush rules, none opens
+    the file with O_DIRECT (4 KiB requests through blkdebug)."""
+    cfg = _config(iot, _rule("l2_alloc_write", iotype="flush", once="on")
+                  + _rule("write_aio", iotype="flush", state="2")
+                  + _set_state("cow_write", 1, 2))
+    for mode in ("writethrough", "writeback", "unsafe", "none"):
+        iot.log(f"## -t {mode}")
+        img = iot.create("64M", name=f"{mode}.qcow2")
+        twin = iot.create("64M", name=f"qemu-{mode}.qcow2", by="qemu")
+        cmds = ["write -P 0x11 0 64k", "write -P 0x22 64k 4k", "flush", "write -P 0x33 1M 4k"]
+        iot.io(f"blkdebug:{cfg}:{img.path}", cmds, opts=["-t", mode], fmt="")
+        iot.io(f"blkdebug:{cfg}:{twin.path}", cmds, opts=["-t", mode], fmt="", by="qemu")
+        iot.run(["cmp", img.path.name, twin.path.name])
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0x11 0 64k"], by="qemu")
+
+
+@formats("qcow2")
 def test_blkdebug_bad_configs(iot):
     """Config files and options 7.2 refuses, and its words for them."""
     img = iot.create("64M")
