@@ -74,3 +74,23 @@ def test_leaked_cluster_next_to_bitmaps_is_repaired_like_qemu(tmp_path: Path) ->
     for name in ("q", "b"):
         assert "name: b0" in qemu_img(tmp_path / name, "info", "t.qcow2").stdout
         assert qemu_img(tmp_path / name, "check", "t.qcow2").status == 0
+
+
+def test_broken_bitmap_directory_is_refused_like_qemu(tmp_path: Path) -> None:
+    """A directory entry claiming the largest bitmap table (1 GiB of entries): 7.2
+    refuses the image at open (its constraints), and so does bdrv."""
+    import struct
+
+    for name in ("q", "b"):
+        d = tmp_path / name
+        d.mkdir()
+        c = qcow2(_image(d))
+        ext = [off for off, magic, _ in c.extensions() if magic == 0x23852875][0]
+        _nb, _res, _size, dir_offset = struct.unpack(">IIQQ", c.read(ext + 8, 24))
+        c.poke(dir_offset + 8, struct.pack(">I", 0x8000000))
+    for args in (("check", "t.qcow2"), ("info", "t.qcow2")):
+        theirs = qemu_img(tmp_path / "q", *args)
+        ours = bdrv_img(tmp_path / "b", *args)
+        assert "doesn't satisfy the constraints" in theirs.stderr
+        assert (ours.status, ours.stdout, ours.stderr) == \
+            (theirs.status, theirs.stdout, theirs.stderr)

@@ -71,3 +71,26 @@ def test_bitmaps_extension_refused(iot):
         iot.io(img, "read 0 512", opts=["-r"])
     c.poke(at, good)
     iot.img(["check", "-f", iot.fmt], img)
+
+
+@formats("qcow2")
+def test_bitmaps_directory_refused(iot):
+    """A consistent but broken bitmap directory: 7.2 refuses the image at open."""
+    img = _with_bitmaps(iot)
+    c = iot.corrupt(img)
+    at = [off for off, magic, _ in c.extensions() if magic == BITMAPS_EXT][0] + 8
+    good_ext = c.read(at, 24)
+    nb, _, size, offset = struct.unpack(">IIQQ", good_ext)
+    good_dir = c.read(offset, size)
+    edits = ((offset + 8, struct.pack(">I", 0x8000000)),   # table too large
+             (offset + 16, b"\2"),                          # not a dirty-tracking bitmap
+             (offset + 17, b"\7"),                          # granularity below 512
+             (offset + 20, struct.pack(">I", 8)),           # extra data
+             (at, struct.pack(">I", nb + 1)),               # fewer bitmaps than said
+             (at, struct.pack(">I", nb - 1)))               # more bitmaps than said
+    for where, data in edits:
+        c.poke(where, data)
+        iot.img(["info", "-f", iot.fmt], img)
+        iot.img(["check", "-f", iot.fmt], img)
+        c.poke(at, good_ext).poke(offset, good_dir)
+    iot.img(["check", "-f", iot.fmt], img)

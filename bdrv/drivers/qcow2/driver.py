@@ -193,6 +193,11 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         update = read_extensions(self._read, hdr, hdr.ext_end)  # type: ignore[attr-defined]
         if hdr.has_bitmaps_ext and not hdr.autoclear_features & AUTOCLEAR_BITMAPS:
             self._warn_inconsistent_bitmaps()
+        if not flags & O_INACTIVE:
+            # 7.2 loads the bitmaps at open and refuses a broken directory.
+            from .bitmap_directory import read_bitmap_directory
+
+            read_bitmap_directory(self)
         if hdr.incompatible_features & INCOMPAT_DATA_FILE:
             raise BlockError("Unsupported qcow2 feature(s): external data file",
                              errno.ENOTSUP)
@@ -542,6 +547,7 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         cs = self.cluster_size
         out = compress(bytes(data).ljust(cs, b"\0"), cs - 1, self.ctype)
         if out is None:
+            self.write_gen -= 1  # one request: counted once, by pwrite()
             self.pwrite(offset, data, 0)
             return
         self.pending_compressed = None
@@ -583,6 +589,7 @@ class Qcow2Driver(Qcow2Reopen, Driver):
             except BlockError as exc:
                 if exc.errno != errno.ENOTSUP or flags & REQ_NO_FALLBACK:
                     raise
+                self.write_gen -= 1  # the fallback is part of this request
                 self.pwrite(offset, bytes(num), 0)
             offset += num
             length -= num
