@@ -746,6 +746,7 @@ def alloc_compressed(drv: Qcow2Driver, offset: int, length: int) -> int:
     mask = (1 << (62 - (drv.cluster_bits - 8))) - 1
     host = drv.rc.alloc_bytes(length, mask)
     if drv.file.debug is not None:
+        set_l2_dependency(drv)  # qcow2_alloc_bytes(): refcounts before the L2 entry
         drv.file.debug.event("l2_update_compressed")
     w = drv.map.width
     table[l2_index * w] = make_entry(host, length, drv.cluster_bits)
