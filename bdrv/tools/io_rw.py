@@ -152,6 +152,10 @@ def _vmstate(sess: IoSession, offset: int, count: int, data: bytes | None,
             drv.save_vmstate(offset, data)
     except BlockError as exc:
         return -(exc.errno or errno.EIO)
+    engine = sess.require_engine()
+    if data is not None and data and engine.writethrough:
+        # blk_save_vmstate() flushes in writethrough mode (qemu-io's default).
+        return engine.run_sync(engine.flush())
     return 0
 
 

@@ -789,11 +789,16 @@ class Qcow2Driver(Qcow2Reopen, Driver):
     def load_vmstate(self, pos: int, count: int) -> bytes:
         """qcow2_load_vmstate(): the VM state area lies past the end of the disk."""
         self._alive()
+        if self.dbg is not None:
+            self.dbg.event("vmstate_load")
         return self.pread(self.vm_state_offset() + pos, count)
 
     def save_vmstate(self, pos: int, data: bytes) -> None:
         self._alive()
+        if self.dbg is not None:
+            self.dbg.event("vmstate_save")
         self.pwrite(self.vm_state_offset() + pos, data, 0)
+        self.write_gen -= 1  # a driver call in 7.2, not a write request of the node
 
     def check(self, fix: int) -> Any:
         from .check import check_image
