@@ -357,6 +357,21 @@ def test_blkdebug_cache_modes(iot):
 
 
 @formats("qcow2")
+def test_blkdebug_vmstate(iot):
+    """The VM state area (qemu-io read -b / write -b): vmstate_save and vmstate_load,
+    the L1 growth a first save needs, and the writethrough flush after a save."""
+    for event, once in (("vmstate_save", "off"), ("vmstate_load", "off"),
+                        ("l1_grow_write_table", "on"), ("flush_to_disk", "off")):
+        iot.log(f"## {event} once={once}")
+        cfg = _config(iot, _rule(event, once=once), f"{event}.cfg")
+        img = _fail(iot, cfg, ["write -P 0x11 0 64k", "write -b -P 0x22 0 64k",
+                               "read -b -P 0x22 0 64k", "write -b -P 0x33 1M 4k"],
+                    name=f"{event}.qcow2")
+        _check_repair(iot, img, "all")
+        iot.io(img, ["read -P 0x11 0 64k"], by="qemu")
+
+
+@formats("qcow2")
 def test_blkdebug_bad_configs(iot):
     """Config files and options 7.2 refuses, and its words for them."""
     img = iot.create("64M")
