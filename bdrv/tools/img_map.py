@@ -14,6 +14,7 @@ from bdrv.errors import BlockError
 from bdrv.graph import Node
 from bdrv.options import OptionError, parse_size
 from bdrv.request import BLOCK_ALLOCATED, BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO
+from bdrv.status_runs import StatusRuns, batch_layers, chain_runs
 from bdrv.tools.img_common import (
     HUMAN,
     Img,
@@ -23,6 +24,7 @@ from bdrv.tools.img_common import (
     parse_output_format,
     print_help,
 )
+from bdrv.tools.img_map_batch import human_text, json_text, merge_runs, odd_for_human
 from bdrv.tools.output import hex_column
 
 _LONG = long_opts("help/h", "format:/f", "output:", "object:", "image-opts", "force-share/U",
@@ -133,36 +135,93 @@ def _map(img: Img, node: Node, length: int, start: int, max_length: int,
     if max_length != -1:
         length = min(start + max_length, length)
     curr = MapEntry(start=start, length=0)
+    layers = batch_layers(node)
+    resume = start  # where runs may be asked for (see StatusRuns.resume)
     while curr.start + curr.length < length:
         offset = curr.start + curr.length
+        if layers is not None and offset >= resume:
+            runs = chain_runs(layers, offset, length)
+            if runs is None:
+                layers = None
+            else:
+                resume = runs.resume
+                if len(runs.start):
+                    curr = _dump_runs(img, human, curr, runs, layers)
+                    continue
         try:
             nxt = block_status_entry(node, offset, length - offset)
         except BlockError as exc:
             raise img.fail(f"Could not read file metadata: {os.strerror(exc.errno)}") from None
-        if mergeable(curr, nxt):
-            curr.length += nxt.length
-            continue
-        if curr.length > 0:
-            nxt = _dump(img, human, curr, nxt)
-        curr = nxt
+        curr = _step(img, human, curr, nxt)
     _dump(img, human, curr, None)
     if not human:
         img.out("]\n")
     return 0
 
 
+def _step(img: Img, human: bool, curr: MapEntry, nxt: MapEntry) -> MapEntry:
+    """Merge `nxt` into `curr`, or print `curr` and go on with `nxt`."""
+    if mergeable(curr, nxt):
+        curr.length += nxt.length
+        return curr
+    if curr.length > 0:
+        nxt = _dump(img, human, curr, nxt)
+    return nxt
+
+
+def _dump_runs(img: Img, human: bool, curr: MapEntry, runs: StatusRuns,
+               layers: list[Node]) -> MapEntry:
+    """The per-entry steps for a chunk of runs, the middle of it printed at once."""
+    merged = merge_runs(runs)
+    names = [_file_name(n) for n in layers]
+
+    def entry(i: int) -> MapEntry:
+        flags = int(merged.flags[i])
+        has_offset = bool(flags & BLOCK_OFFSET_VALID)
+        return MapEntry(start=int(merged.start[i]), length=int(merged.length[i]),
+                        data=bool(flags & BLOCK_DATA), zero=bool(flags & BLOCK_ZERO),
+                        present=bool(flags & BLOCK_ALLOCATED),
+                        offset=int(merged.host[i]) if has_offset else None,
+                        depth=int(merged.depth[i]),
+                        filename=names[int(merged.depth[i])] if has_offset else None)
+
+    n = len(merged)
+    if human and odd_for_human(merged):
+        for i in range(n):
+            curr = _step(img, human, curr, entry(i))
+        return curr
+    curr = _step(img, human, curr, entry(0))
+    if n == 1:
+        return curr
+    # Entries merged within the chunk do not merge with their neighbours.
+    last = entry(n - 1)
+    nxt = _dump(img, human, curr, entry(1) if n > 2 else last)
+    if n > 2:
+        if human:
+            text, stopped = human_text(merged, 1, n - 1, lambda d: names[d] or "")
+            img.out(text)
+            if stopped:
+                raise _unmapped(img)
+        else:
+            img.out(json_text(merged, 1, n - 1))
+        nxt = _relabel(last) if human else last
+    return nxt
+
+
+def _file_name(node: Node) -> str | None:
+    file = getattr(node.driver, "file", None)
+    return file.filename if file is not None else None
+
+
 def _dump(img: Img, human: bool, entry: MapEntry, nxt: MapEntry | None) -> MapEntry:
     """Print one entry; returns `nxt`, which the human format may relabel as zero."""
     if human:
         if entry.data and entry.offset is None:
-            raise img.fail("File contains external, encrypted or compressed clusters.")
+            raise _unmapped(img)
         if entry.data and not entry.zero:
             img.out(hex_column(entry.start) + hex_column(entry.length)
                     + hex_column(entry.offset or 0) + (entry.filename or "") + "\n")
-        # Human output does not tell zero and unallocated apart: let them merge.
-        if nxt is not None and (not nxt.data or nxt.zero):
-            nxt = replace(nxt, data=False, zero=True)
-        return nxt if nxt is not None else entry
+        return _relabel(nxt) if nxt is not None else entry
     text = (f'{{ "start": {entry.start}, "length": {entry.length}, "depth": {entry.depth},'
             f' "present": {_bool(entry.present)}, "zero": {_bool(entry.zero)},'
             f' "data": {_bool(entry.data)}')
@@ -170,6 +229,17 @@ def _dump(img: Img, human: bool, entry: MapEntry, nxt: MapEntry | None) -> MapEn
         text += f', "offset": {entry.offset}'
     img.out(text + "}" + (",\n" if nxt is not None else ""))
     return nxt if nxt is not None else entry
+
+
+def _relabel(entry: MapEntry) -> MapEntry:
+    """Human output does not tell zero and unallocated apart: let them merge."""
+    if not entry.data or entry.zero:
+        return replace(entry, data=False, zero=True)
+    return entry
+
+
+def _unmapped(img: Img) -> ImgExit:
+    return img.fail("File contains external, encrypted or compressed clusters.")
 
 
 def _bool(value: bool) -> str:

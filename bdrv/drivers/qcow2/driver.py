@@ -29,6 +29,7 @@ from bdrv.request import (
     REQ_WRITE_COMPRESSED,
     BlockStatus,
 )
+from bdrv.status_runs import StatusRuns
 
 from . import alloc
 from .amend import AMEND_OPTIONS
@@ -49,6 +50,7 @@ from .header import (
     read_header,
     serialize,
 )
+from .l2_runs import type_runs
 from .mapping import (
     L1E_OFFSET_MASK,
     SC_COMPRESSED,
@@ -68,6 +70,11 @@ OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount tabl
             "bitmap directory")
 ENOMEDIUM = 123
 COMPRESSED_WORKERS = 8  # QCOW2_MAX_WORKERS: compressed cluster writes in flight
+# Block status flags by subcluster type (SC_*; SC_INVALID never gets this far).
+STATUS_FLAGS = np.zeros(7, dtype=np.int64)
+STATUS_FLAGS[[SC_NORMAL, SC_COMPRESSED, SC_ZERO_PLAIN, SC_ZERO_ALLOC, SC_UNALLOC_ALLOC]] = (
+    BLOCK_OFFSET_VALID | BLOCK_DATA, BLOCK_DATA | BLOCK_COMPRESSED, BLOCK_ZERO,
+    BLOCK_OFFSET_VALID | BLOCK_ZERO, BLOCK_OFFSET_VALID)
 
 
 def read_chain(top: Node, offset: int, length: int) -> bytes:
@@ -685,21 +692,32 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         if self.prealloc_detected is None:
             self.prealloc_detected = self._detect_metadata_prealloc()
         sc_type, host, n = self.map.lookup(offset, min(length, 0x7FFFFFFF))
-        flags = 0
+        flags = int(STATUS_FLAGS[sc_type])
         st = BlockStatus(0, n)
-        if sc_type in (SC_NORMAL, SC_ZERO_ALLOC, SC_UNALLOC_ALLOC) and not self.hdr.crypt_method:
-            st.map, st.file = host, self.file
-            flags |= BLOCK_OFFSET_VALID
-        if sc_type in (SC_ZERO_PLAIN, SC_ZERO_ALLOC):
-            flags |= BLOCK_ZERO
-        elif sc_type not in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC):
-            flags |= BLOCK_DATA
+        if flags & BLOCK_OFFSET_VALID:
+            if self.hdr.crypt_method:
+                flags &= ~BLOCK_OFFSET_VALID
+            else:
+                st.map, st.file = host, self.file
         if self.prealloc_detected and flags & BLOCK_DATA and flags & BLOCK_OFFSET_VALID:
             flags |= BLOCK_RECURSE
-        if sc_type == SC_COMPRESSED:
-            flags |= BLOCK_COMPRESSED
         st.flags = flags
         return st
+
+    def block_status_runs(self, offset: int, length: int) -> StatusRuns | None:
+        """block_status() for the extents of [offset, offset + length) at once (as far
+        as l2_runs.type_runs() goes); None where only the per-extent path is right: a
+        dead image, blkdebug below (its events), encryption, metadata preallocation."""
+        if self.dead or self.dbg is not None or self.file.debug is not None \
+                or self.hdr.crypt_method:
+            return None
+        if self.prealloc_detected is None:
+            self.prealloc_detected = self._detect_metadata_prealloc()
+        if self.prealloc_detected:
+            return None
+        runs = type_runs(self.map, offset, length)
+        return StatusRuns(runs.start, runs.end, STATUS_FLAGS[runs.sc_type], runs.host,
+                          runs.resume)
 
     def _detect_metadata_prealloc(self) -> bool:
         """qcow2_detect_metadata_preallocation(): many more clusters than file blocks.

@@ -1,0 +1,101 @@
+"""bdrv-img map for many extents at once: merging and printing runs with numpy.
+
+The runs of a chunk (status_runs.chain_runs) are merged the way img_map.mergeable()
+merges entries; the first merged entry goes through img_map's own merge step (it may
+join the entry carried over from before), the last is carried on, and those between
+are printed in one formatting call each chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bdrv.request import BLOCK_ALLOCATED, BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO
+from bdrv.status_runs import StatusRuns
+
+_KEY_FLAGS = BLOCK_ALLOCATED | BLOCK_DATA | BLOCK_OFFSET_VALID | BLOCK_ZERO
+
+
+@dataclass
+class Merged:
+    """Merged entries: start, length, flags, host offset, depth (arrays)."""
+
+    start: np.ndarray
+    length: np.ndarray
+    flags: np.ndarray
+    host: np.ndarray
+    depth: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+
+def merge_runs(runs: StatusRuns) -> Merged:
+    """Adjacent runs that img_map.mergeable() would merge, merged."""
+    assert runs.depth is not None
+    start, flags, host, depth = runs.start, runs.flags & _KEY_FLAGS, runs.host, runs.depth
+    length = runs.end - start
+    brk = np.ones(len(start), dtype=bool)
+    brk[1:] = (flags[1:] != flags[:-1]) | (depth[1:] != depth[:-1]) | (
+        ((flags[1:] & BLOCK_OFFSET_VALID) != 0) & (host[:-1] + length[:-1] != host[1:]))
+    idx = np.flatnonzero(brk)
+    merged_len = np.add.reduceat(length, idx)
+    return Merged(start[idx], merged_len, flags[idx], host[idx], depth[idx])
+
+
+def odd_for_human(merged: Merged) -> bool:
+    """Whether some entry is both data and zero or neither: the human format relabels
+    those, so only the per-entry merge steps reproduce its merging exactly."""
+    data = (merged.flags & BLOCK_DATA) != 0
+    zero = (merged.flags & BLOCK_ZERO) != 0
+    return bool(np.any(data == zero))
+
+
+def json_text(m: Merged, a: int, b: int) -> str:
+    """Entries a..b-1, each followed by another: img_map._dump's JSON lines."""
+    flags = m.flags[a:b]
+    has_offset = (flags & BLOCK_OFFSET_VALID) != 0
+    key = ((flags & BLOCK_ALLOCATED) != 0) * 8 + ((flags & BLOCK_ZERO) != 0) * 4 + \
+        ((flags & BLOCK_DATA) != 0) * 2 + has_offset
+    cols = np.stack([m.start[a:b], m.length[a:b], m.depth[a:b], m.host[a:b]], axis=1)
+    mask = np.ones(cols.shape, dtype=bool)
+    mask[:, 3] = has_offset
+    return "".join(_JSON_TEMPLATES[key].tolist()) % tuple(cols[mask].tolist())
+
+
+def _json_template(key: int) -> str:
+    def word(bit: int) -> str:
+        return "true" if key & bit else "false"
+
+    offset = ', "offset": %d' if key & 1 else ""
+    return (f'{{ "start": %d, "length": %d, "depth": %d, "present": {word(8)},'
+            f' "zero": {word(4)}, "data": {word(2)}{offset}}},\n')
+
+
+_JSON_TEMPLATES = np.array([_json_template(k) for k in range(16)], dtype=object)
+
+
+def human_text(m: Merged, a: int, b: int, filename: Callable[[int], str]) -> tuple[str, bool]:
+    """img_map._dump's human lines for entries a..b-1; and whether an entry among
+    them (data without an offset) stops the output there."""
+    flags = m.flags[a:b]
+    data = (flags & BLOCK_DATA) != 0
+    unmapped = np.flatnonzero(data & ((flags & BLOCK_OFFSET_VALID) == 0))
+    stop = len(flags) if not len(unmapped) else int(unmapped[0])
+    show = np.flatnonzero((data & ((flags & BLOCK_ZERO) == 0))[:stop])
+    cols = np.stack([m.start[a:b][show], m.length[a:b][show], m.host[a:b][show]], axis=1)
+    nonzero = cols != 0
+    key = m.depth[a:b][show] * 8 + nonzero[:, 0] * 4 + nonzero[:, 1] * 2 + nonzero[:, 2]
+    uniq, inverse = np.unique(key, return_inverse=True)
+    templates = np.array([_human_template(int(k), filename) for k in uniq], dtype=object)
+    text = "".join(templates[inverse].tolist()) % tuple(cols[nonzero].tolist())
+    return text, stop < len(flags)
+
+
+def _human_template(key: int, filename: Callable[[int], str]) -> str:
+    """printf's "%#-16x" columns ("0" for zero) and the file name."""
+    cols = ("%#-16x" if key & bit else "0".ljust(16) for bit in (4, 2, 1))
+    return "".join(cols) + filename(key >> 3).replace("%", "%%") + "\n"
