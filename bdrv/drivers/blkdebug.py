@@ -17,6 +17,13 @@ config file or from inline options (`inject-error.0.event=...`) react to them:
 An event that fires an inject-error rule replaces the set of active rules; among the
 active rules the one defined first that matches the request decides its fate. The
 node starts in state 1, and the `none` event fires once when it has been opened.
+
+With a blkdebug node below it, qcow2 emulates 7.2's write-back metadata caches so
+that events and failures meet the same writes in the same order (see refcount.py's
+write_cache and mapping.py's). Not modelled: the interleaving of concurrent requests
+inside qcow2 (qemu-io aio_* commands, and a request spanning several L2 tables or
+allocations, which 7.2 runs as parallel tasks); an error injected there can leave a
+different image. Suspend/resume breakpoints (QMP/qemu-io break, resume) are absent.
 """
 
 from __future__ import annotations
