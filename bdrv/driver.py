@@ -47,6 +47,9 @@ class Driver:
     is_filter: ClassVar[bool] = False
     supports_backing: ClassVar[bool] = False
     has_variable_length: ClassVar[bool] = False
+    # pread() past the end of the data returns zeros by itself, so the request layer
+    # need not look up the length before each read (the file protocol's case).
+    reads_zeros_past_end: ClassVar[bool] = False
     # Options this driver accepts at open time (besides the generic block options).
     runtime_options: ClassVar[tuple[str, ...]] = ()
     # Options for image creation, in the order `-o help` lists them.

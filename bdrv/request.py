@@ -102,7 +102,10 @@ class RequestLayer:
         return data[offset - start : offset - start + length]
 
     def _aligned_read(self, offset: int, length: int) -> bytes:
-        total = _align_up(self._drv().getlength(), self.request_alignment)
+        drv = self._drv()
+        if length <= MAX_TRANSFER and getattr(drv, "reads_zeros_past_end", False):
+            return bytes(drv.pread(offset, length))
+        total = _align_up(drv.getlength(), self.request_alignment)
         readable = max(0, min(length, total - offset))
         parts: list[bytes] = []
         pos = offset

@@ -133,6 +133,7 @@ class FileDriver(Driver):
     format_name = "file"
     protocol_name = "file"
     has_variable_length = True
+    reads_zeros_past_end = True
     runtime_options = ("filename", "aio", "aio-max-batch", "locking", "pr-manager",
                        "drop-cache", "x-check-cache-dropped")
     # The options a reopen may leave out (file-posix's mutable_opts); drop-cache may
