@@ -223,3 +223,14 @@ def test_raw_backing_keeps_per_extent_path(tmp_path: Path) -> None:
     _io(tmp_path, "top.qcow2", ["write -P 2 1M 4k"])
     for fmt in FORMATS:
         _same(tmp_path, [*fmt, "top.qcow2"])
+
+
+def test_odd_file_names(tmp_path: Path) -> None:
+    """Human lines name the file: '%', spaces and non-ASCII pass through as they are."""
+    _create(tmp_path, "b%s ñ.qcow2", "1M", "-o", "cluster_size=4k")
+    _io(tmp_path, "b%s ñ.qcow2", ["write -P 1 0 8k", "write -P 2 64k 4k"])
+    _create(tmp_path, "t%d.qcow2", "1M", "-b", "b%s ñ.qcow2", "-F", "qcow2", "-o",
+            "cluster_size=4k")
+    _io(tmp_path, "t%d.qcow2", ["write -P 3 4k 8k", "write -P 4 100k 4k"])
+    for fmt in FORMATS:
+        _same(tmp_path, [*fmt, "t%d.qcow2"])

@@ -15,6 +15,7 @@ import numpy as np
 
 from bdrv.request import BLOCK_ALLOCATED, BLOCK_DATA, BLOCK_OFFSET_VALID, BLOCK_ZERO
 from bdrv.status_runs import StatusRuns
+from bdrv.tools import byte_lines
 
 _KEY_FLAGS = BLOCK_ALLOCATED | BLOCK_DATA | BLOCK_OFFSET_VALID | BLOCK_ZERO
 
@@ -60,22 +61,25 @@ def json_text(m: Merged, a: int, b: int) -> str:
     has_offset = (flags & BLOCK_OFFSET_VALID) != 0
     key = ((flags & BLOCK_ALLOCATED) != 0) * 8 + ((flags & BLOCK_ZERO) != 0) * 4 + \
         ((flags & BLOCK_DATA) != 0) * 2 + has_offset
-    cols = np.stack([m.start[a:b], m.length[a:b], m.depth[a:b], m.host[a:b]], axis=1)
-    mask = np.ones(cols.shape, dtype=bool)
-    mask[:, 3] = has_offset
-    return "".join(_JSON_TEMPLATES[key].tolist()) % tuple(cols[mask].tolist())
+    rows = b - a
+    offset = byte_lines.decimal(np.where(has_offset, m.host[a:b], 0))
+    offset[~has_offset] = 0
+    return byte_lines.join_rows([
+        byte_lines.constant('{ "start": ', rows), byte_lines.decimal(m.start[a:b]),
+        byte_lines.constant(', "length": ', rows), byte_lines.decimal(m.length[a:b]),
+        byte_lines.constant(', "depth": ', rows), byte_lines.decimal(m.depth[a:b]),
+        _JSON_MIDDLE[key], offset, byte_lines.constant("},\n", rows)])
 
 
-def _json_template(key: int) -> str:
+def _json_middle(key: int) -> str:
     def word(bit: int) -> str:
         return "true" if key & bit else "false"
 
-    offset = ', "offset": %d' if key & 1 else ""
-    return (f'{{ "start": %d, "length": %d, "depth": %d, "present": {word(8)},'
-            f' "zero": {word(4)}, "data": {word(2)}{offset}}},\n')
+    offset = ', "offset": ' if key & 1 else ""
+    return f', "present": {word(8)}, "zero": {word(4)}, "data": {word(2)}{offset}'
 
 
-_JSON_TEMPLATES = np.array([_json_template(k) for k in range(16)], dtype=object)
+_JSON_MIDDLE = byte_lines.table([_json_middle(k) for k in range(16)])
 
 
 def human_text(m: Merged, a: int, b: int, filename: Callable[[int], str]) -> tuple[str, bool]:
@@ -85,17 +89,10 @@ def human_text(m: Merged, a: int, b: int, filename: Callable[[int], str]) -> tup
     data = (flags & BLOCK_DATA) != 0
     unmapped = np.flatnonzero(data & ((flags & BLOCK_OFFSET_VALID) == 0))
     stop = len(flags) if not len(unmapped) else int(unmapped[0])
-    show = np.flatnonzero((data & ((flags & BLOCK_ZERO) == 0))[:stop])
-    cols = np.stack([m.start[a:b][show], m.length[a:b][show], m.host[a:b][show]], axis=1)
-    nonzero = cols != 0
-    key = m.depth[a:b][show] * 8 + nonzero[:, 0] * 4 + nonzero[:, 1] * 2 + nonzero[:, 2]
-    uniq, inverse = np.unique(key, return_inverse=True)
-    templates = np.array([_human_template(int(k), filename) for k in uniq], dtype=object)
-    text = "".join(templates[inverse].tolist()) % tuple(cols[nonzero].tolist())
+    show = a + np.flatnonzero((data & ((flags & BLOCK_ZERO) == 0))[:stop])
+    depth = m.depth[show]
+    names = byte_lines.table([filename(d) + "\n" for d in range(int(depth.max(initial=0)) + 1)])
+    text = byte_lines.join_rows([
+        byte_lines.hex_column(m.start[show]), byte_lines.hex_column(m.length[show]),
+        byte_lines.hex_column(m.host[show]), names[depth]]) if len(show) else ""
     return text, stop < len(flags)
-
-
-def _human_template(key: int, filename: Callable[[int], str]) -> str:
-    """printf's "%#-16x" columns ("0" for zero) and the file name."""
-    cols = ("%#-16x" if key & bit else "0".ljust(16) for bit in (4, 2, 1))
-    return "".join(cols) + filename(key >> 3).replace("%", "%%") + "\n"
