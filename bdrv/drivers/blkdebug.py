@@ -23,7 +23,8 @@ that events and failures meet the same writes in the same order (see refcount.py
 write_cache and mapping.py's). Not modelled: the interleaving of concurrent requests
 inside qcow2 (qemu-io aio_* commands, and a request spanning several L2 tables or
 allocations, which 7.2 runs as parallel tasks); an error injected there can leave a
-different image. Suspend/resume breakpoints (QMP/qemu-io break, resume) are absent.
+different image. Breakpoints (qemu-io break) are kept and used up, but a request
+never suspends at one, so `resume` finds nothing.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ class Rule:
     offset: int = UINT64  # the byte offset a request must cover; all ones: any
     iotype_mask: int = DEFAULT_IOTYPE_MASK
     new_state: int = 0
+    tag: str = ""  # a breakpoint's (action "suspend")
 
 
 def _c_int(value: int) -> int:
@@ -432,7 +434,11 @@ class BlkdebugDriver(Driver):
         for rule in list(rules):
             if rule.state and rule.state != current:
                 continue
-            if rule.action == "inject-error":
+            if rule.action == "suspend":
+                # 7.2 suspends the request until `resume`; a synchronous core cannot,
+                # so the one-shot breakpoint is only used up.
+                rules.remove(rule)
+            elif rule.action == "inject-error":
                 if not injected:
                     self.active = []
                     injected = True
@@ -458,6 +464,25 @@ class BlkdebugDriver(Driver):
             self.active.remove(rule)
             self.rules[rule.event].remove(rule)
         raise BlockError(_strerror(rule.error), rule.error)
+
+    # -- breakpoints (qemu-io break / remove_break / resume) -----------------------------
+    def debug_breakpoint(self, event: str, tag: str) -> None:
+        if event not in EVENTS:
+            raise BlockError(_strerror(errno.ENOENT), errno.ENOENT)
+        self.rules.setdefault(event, []).insert(0, Rule(event, "suspend", 0, tag=tag))
+
+    def debug_remove_breakpoint(self, tag: str) -> None:
+        found = False
+        for rules in self.rules.values():
+            for rule in list(rules):
+                if rule.action == "suspend" and rule.tag == tag:
+                    rules.remove(rule)
+                    found = True
+        if not found:
+            raise BlockError(_strerror(errno.ENOENT), errno.ENOENT)
+
+    def debug_resume(self, tag: str) -> None:
+        raise BlockError(_strerror(errno.ENOENT), errno.ENOENT)  # nothing is suspended
 
     # -- I/O ---------------------------------------------------------------------------
     def getlength(self) -> int:

@@ -372,6 +372,20 @@ def test_blkdebug_vmstate(iot):
 
 
 @formats("qcow2")
+def test_blkdebug_breakpoint_commands(iot):
+    """qemu-io break / remove_break / resume: unknown events and tags, and what they
+    say without a blkdebug node. No request meets a live breakpoint: 7.2's synchronous
+    qemu-io commands would wait forever on the suspended request."""
+    img = iot.create("64M")
+    cmds = ["break l2_alloc_write A", "break l2_alloc.write B", "remove_break A",
+            "remove_break A", "resume X", "break cluster_alloc C", "remove_break C",
+            "write -P 0x11 1M 4k", "read -P 0x11 1M 4k"]
+    iot.io(f"blkdebug::{img.path}", cmds, fmt="")
+    iot.io(img, ["break l2_alloc_write A", "remove_break A", "resume A"])
+    iot.img(["check", "-f", "qcow2"], img)
+
+
+@formats("qcow2")
 def test_blkdebug_bad_configs(iot):
     """Config files and options 7.2 refuses, and its words for them."""
     img = iot.create("64M")
