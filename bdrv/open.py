@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bdrv.driver import Driver, all_drivers, find_driver, find_protocol
+from bdrv.driver import Driver, all_drivers, find_driver, find_protocol, protocol_drivers
 from bdrv.errors import BlockError, from_oserror
 from bdrv.graph import (
     CHILD_IMAGE,
@@ -428,7 +428,7 @@ def _protocol_for(filename: str) -> type[Driver]:
         if drv is None:
             raise BlockError(f"Unknown protocol '{prefix}'")
         return drv
-    for candidate in all_drivers():
+    for candidate in protocol_drivers():
         probe_device = getattr(candidate, "probe_device", None)
         if probe_device is not None and probe_device(filename) > 0:
             return candidate

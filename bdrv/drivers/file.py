@@ -8,7 +8,6 @@ allocated on creation, and the same OFD image locks (see bdrv/locking.py).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import mmap
 import os
@@ -44,7 +43,8 @@ SECTOR = 512
 # PreallocMode as QAPI knows it; files support all but 'metadata'.
 PREALLOC_MODES = ("off", "metadata", "falloc", "full")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own symbols include libc's (find_library would run ldconfig).
+_libc = ctypes.CDLL(None, use_errno=True)
 _libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 

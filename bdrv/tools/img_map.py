@@ -198,12 +198,14 @@ def _dump_runs(img: Img, human: bool, curr: MapEntry, runs: StatusRuns,
     nxt = _dump(img, human, curr, entry(1) if n > 2 else last)
     if n > 2:
         if human:
-            text, stopped = human_text(merged, 1, n - 1, lambda d: names[d] or "")
-            img.out(text)
+            pieces, stopped = human_text(merged, 1, n - 1, lambda d: names[d] or "")
+            for text in pieces:
+                img.out(text)
             if stopped:
                 raise _unmapped(img)
         else:
-            img.out(json_text(merged, 1, n - 1))
+            for text in json_text(merged, 1, n - 1):
+                img.out(text)
         nxt = _relabel(last) if human else last
     return nxt
 

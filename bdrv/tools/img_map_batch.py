@@ -8,7 +8,7 @@ are printed in one formatting call each chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,8 +55,18 @@ def odd_for_human(merged: Merged) -> bool:
     return bool(np.any(data == zero))
 
 
-def json_text(m: Merged, a: int, b: int) -> str:
-    """Entries a..b-1, each followed by another: img_map._dump's JSON lines."""
+# Lines are formatted this many at a time: buffers that stay in cache, and no 10 MB
+# strings whose fresh pages cost more than the formatting (measured: 8192 is fastest).
+CHUNK = 8192
+
+
+def json_text(m: Merged, a: int, b: int) -> Iterator[str]:
+    """Entries a..b-1, each followed by another: img_map._dump's JSON lines, in pieces."""
+    for lo in range(a, b, CHUNK):
+        yield _json_chunk(m, lo, min(lo + CHUNK, b))
+
+
+def _json_chunk(m: Merged, a: int, b: int) -> str:
     flags = m.flags[a:b]
     has_offset = (flags & BLOCK_OFFSET_VALID) != 0
     key = ((flags & BLOCK_ALLOCATED) != 0) * 8 + ((flags & BLOCK_ZERO) != 0) * 4 + \
@@ -82,9 +92,10 @@ def _json_middle(key: int) -> str:
 _JSON_MIDDLE = byte_lines.table([_json_middle(k) for k in range(16)])
 
 
-def human_text(m: Merged, a: int, b: int, filename: Callable[[int], str]) -> tuple[str, bool]:
-    """img_map._dump's human lines for entries a..b-1; and whether an entry among
-    them (data without an offset) stops the output there."""
+def human_text(m: Merged, a: int, b: int,
+               filename: Callable[[int], str]) -> tuple[Iterator[str], bool]:
+    """img_map._dump's human lines for entries a..b-1, in pieces; and whether an entry
+    among them (data without an offset) stops the output there."""
     flags = m.flags[a:b]
     data = (flags & BLOCK_DATA) != 0
     unmapped = np.flatnonzero(data & ((flags & BLOCK_OFFSET_VALID) == 0))
@@ -92,7 +103,12 @@ def human_text(m: Merged, a: int, b: int, filename: Callable[[int], str]) -> tup
     show = a + np.flatnonzero((data & ((flags & BLOCK_ZERO) == 0))[:stop])
     depth = m.depth[show]
     names = byte_lines.table([filename(d) + "\n" for d in range(int(depth.max(initial=0)) + 1)])
-    text = byte_lines.join_rows([
-        byte_lines.hex_column(m.start[show]), byte_lines.hex_column(m.length[show]),
-        byte_lines.hex_column(m.host[show]), names[depth]]) if len(show) else ""
-    return text, stop < len(flags)
+
+    def pieces() -> Iterator[str]:
+        for lo in range(0, len(show), CHUNK):
+            rows = show[lo : lo + CHUNK]
+            yield byte_lines.join_rows([
+                byte_lines.hex_column(m.start[rows]), byte_lines.hex_column(m.length[rows]),
+                byte_lines.hex_column(m.host[rows]), names[m.depth[rows]]])
+
+    return pieces(), stop < len(flags)

@@ -10,7 +10,6 @@ buffers be reused. Called once by each console script; a no-op off glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 # mallopt() parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -24,7 +23,9 @@ _MMAP_THRESHOLD = 32 << 20  # glibc's maximum on 64-bit hosts is 32 MiB
 
 def tune_malloc() -> None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        # The interpreter's own symbols include libc's; ctypes.util.find_library would
+        # import subprocess and friends for nothing.
+        libc = ctypes.CDLL(None)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return

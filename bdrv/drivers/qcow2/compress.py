@@ -7,7 +7,6 @@ are identical; the `zstandard` module is the fallback.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import zlib
 from typing import Any
@@ -29,6 +28,8 @@ _zstd_lib: Any = None
 def _libzstd() -> Any:
     global _zstd_lib
     if _zstd_lib is None:
+        import ctypes.util  # here: it imports subprocess and more, for zstd images only
+
         name = ctypes.util.find_library("zstd") or "libzstd.so.1"
         try:
             lib = ctypes.CDLL(name)
