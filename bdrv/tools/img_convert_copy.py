@@ -11,6 +11,7 @@ drives the progress meter.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from bdrv.request import (
     REQ_WRITE_COMPRESSED,
     block_status_above,
 )
+from bdrv.status_index import ChainStatus
 from bdrv.tools.img_common import Img
 from bdrv.tools.progress import Progress
 
@@ -73,6 +75,8 @@ class Converter:
     allocated_sectors: int = 0
     allocated_done: int = 0
     _zero: bytes = field(default=b"", repr=False)
+    # Per source (by id): block status from run indexes (status_index), None where not possible.
+    _chains: dict[int, ChainStatus | None] = field(default_factory=dict, repr=False)
 
     # -- walking the source ----------------------------------------------------------
     def _select(self, sector: int) -> tuple[int, int]:
@@ -126,6 +130,14 @@ class Converter:
         if self.target_has_backing:
             backing = node.backing
             base = backing.node if backing is not None else None
+        key = id(src)
+        if key not in self._chains:
+            self._chains[key] = ChainStatus.build(node, base)
+        chain = self._chains[key]
+        if chain is not None:
+            found = chain.above(offset, count)
+            if found is not None:
+                return found
         while True:
             try:
                 st, _ = block_status_above(node, base, offset, count)
@@ -273,7 +285,22 @@ def has_zero_init(node: Node) -> bool:
 def _sector_flags(buf: bytes | memoryview) -> np.ndarray:
     """One bool per 512-byte sector: does it hold a non-zero byte?"""
     words = np.frombuffer(buf, dtype=np.uint64)
-    return np.asarray(words.reshape(-1, SECTOR // 8).any(axis=1))
+    # A sector whose first word is not zero holds data (qemu's buffer_is_zero stops at
+    # the first non-zero byte too); only the others are scanned whole.
+    flags: np.ndarray = words[:: SECTOR // 8] != 0
+    rest = np.flatnonzero(~flags)
+    if len(rest) == len(flags):
+        # memcmp against zeros is the fastest whole-buffer test (memoryview's == is not)
+        if (buf == _zero_buffer(len(buf))) if isinstance(buf, bytes) else not words.any():
+            return flags
+    if len(rest):
+        flags[rest] = words.reshape(-1, SECTOR // 8)[rest].any(axis=1)
+    return flags
+
+
+@functools.lru_cache(maxsize=4)
+def _zero_buffer(length: int) -> bytes:
+    return bytes(length)
 
 
 class _Runs:
@@ -306,7 +333,10 @@ class _Runs:
 def sparse_runs(buf: bytes | memoryview, sector_num: int, min_sparse: int,
                 alignment: int) -> list[tuple[int, int, bool]]:
     """(first sector, count, is data) runs as qemu-img's is_allocated_sectors_min() splits."""
-    runs = _Runs(_sector_flags(buf))
+    flags = _sector_flags(buf)
+    if len(flags) and (flags.all() or not flags.any()):  # one run, however aligned
+        return [(0, len(flags), bool(flags[0]))]
+    runs = _Runs(flags)
     n = runs.n
     out: list[tuple[int, int, bool]] = []
     start = 0

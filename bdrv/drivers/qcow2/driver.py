@@ -64,6 +64,7 @@ from .mapping import (
 from .options import CREATE_OPTIONS, RUNTIME_OPTIONS, parse_runtime_options
 from .refcount import DISCARD_OTHER, DISCARD_REQUEST, REFT_OFFSET_MASK, Refcounts
 from .reopen import Qcow2Reopen
+from .run_index import RunIndex
 
 OL_NAMES = ("qcow2_header", "active L1 table", "active L2 table", "refcount table",
             "refcount block", "snapshot table", "inactive L1 table", "inactive L2 table",
@@ -83,6 +84,9 @@ def read_chain(top: Node, offset: int, length: int) -> bytes:
     qcow2 layers are resolved here; any other backing format is read as a whole.
     Beyond the end of a shorter backing file the data reads as zeros.
     """
+    whole = _read_one_run(top, offset, length)
+    if whole is not None:
+        return whole
     out = bytearray(length)
     work: list[tuple[Node, int, int, int]] = [(top, offset, length, 0)]
     while work:
@@ -98,6 +102,30 @@ def read_chain(top: Node, offset: int, length: int) -> bytes:
                 continue
         drv._read_layer(node, off, n, out, pos, work)
     return bytes(out)
+
+
+def _read_one_run(top: Node, offset: int, length: int) -> bytes | None:
+    """The range, if one layer holds it all as one run of data clusters and the layers
+    above leave it all unallocated (most reads): read as it is, without a buffer to
+    gather pieces into. None where read_chain must gather."""
+    node = top
+    while True:
+        drv = node.driver
+        if not isinstance(drv, Qcow2Driver) or drv.dbg is not None:
+            return None
+        if node is not top:
+            drv._alive()
+            if offset + length > drv.size:
+                return None
+        sc_type, host, n = drv.map.lookup(offset, length)
+        if n < length:
+            return None
+        if sc_type == SC_NORMAL:
+            return drv.file.pread(host, length)
+        backing = node.backing
+        if sc_type not in (SC_UNALLOC_PLAIN, SC_UNALLOC_ALLOC) or backing is None:
+            return None
+        node = backing.node
 
 
 @register
@@ -718,6 +746,17 @@ class Qcow2Driver(Qcow2Reopen, Driver):
         runs = type_runs(self.map, offset, length)
         return StatusRuns(runs.start, runs.end, STATUS_FLAGS[runs.sc_type], runs.host,
                           runs.resume)
+
+    def run_index(self) -> RunIndex | None:
+        """A RunIndex for status_index.ChainStatus, where block_status() depends on the
+        L2 tables alone: none for a dead image, blkdebug, extended L2, encryption or
+        metadata preallocation (whose answers look into the file)."""
+        if self.dead or self.dbg is not None or self.file.debug is not None \
+                or self.hdr.crypt_method or self.map.extended:
+            return None
+        if self.prealloc_detected is None:
+            self.prealloc_detected = self._detect_metadata_prealloc()
+        return None if self.prealloc_detected else RunIndex(self.map, STATUS_FLAGS.tolist())
 
     def _detect_metadata_prealloc(self) -> bool:
         """qcow2_detect_metadata_preallocation(): many more clusters than file blocks.
