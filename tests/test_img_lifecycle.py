@@ -82,7 +82,6 @@ COMMIT_CASES = [
     (CHAIN, ["commit", "-q", "-f", "qcow2", "-t", "none", "top.qcow2"]),
     (CHAIN, ["commit", "-r", "1M", "top.qcow2"]),
     (DEEP, ["commit", "-b", "base.qcow2", "t3.qcow2"]),
-    (DEEP, ["commit", "t3.qcow2"]),
     (V2, ["commit", "top.qcow2"]),
     (GROW, ["commit", "top.qcow2"]),
     (CHAIN, ["commit", "base.qcow2"]),
@@ -173,10 +172,13 @@ def test_commit(tmp_path: Path, setup: list[list[str]], args: list[str]) -> None
     check_same(tmp_path, args, script(*setup))
 
 
-def test_commit_racy_allocation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", [["commit", "-b", "top.qcow2", "t3.qcow2"],
+                                  ["commit", "t3.qcow2"]], ids=_id)
+def test_commit_racy_allocation(tmp_path: Path, args: list[str]) -> None:
     """7.2's mirror has several writes in flight, so where separate ranges land in the
-    base's file can vary from run to run: same output, same guest data, clean check."""
-    check_same(tmp_path, ["commit", "-b", "top.qcow2", "t3.qcow2"], script(*DEEP), files=False)
+    base's file can vary from run to run (`commit t3.qcow2`: 3 of 30 qemu-img runs put
+    them in another order): same output, same guest data, clean check."""
+    check_same(tmp_path, args, script(*DEEP), files=False)
     for name in ("top.qcow2", "t3.qcow2"):
         theirs, ours = tmp_path / "qemu" / name, tmp_path / "bdrv" / name
         sh(tmp_path, "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", str(theirs), str(ours))
