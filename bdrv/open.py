@@ -509,6 +509,8 @@ def _open_common(
     driver = drv_cls.__new__(drv_cls)
     node = Node(driver=driver, node_name=name, open_flags=flags, explicit_options=explicit)
     node.detect_zeroes = detect_zeroes  # type: ignore[attr-defined]
+    # bs->copy_on_read: kept as opened, whatever reopen later does to the flags.
+    node.copy_on_read = bool(flags & O_COPY_ON_READ)  # type: ignore[attr-defined]
     node.auto_node_name = auto_name
     node.force_share = force_share  # type: ignore[attr-defined]
     node.probed_raw = probed and drv_cls.format_name == "raw"

@@ -96,10 +96,20 @@ class RequestLayer:
         align = self.request_alignment
         start = _align_down(offset, align)
         end = _align_up(offset + length, align)
-        data = self._aligned_read(start, end - start)
+        if self._copies_on_read():
+            from bdrv import copy_on_read
+
+            data = copy_on_read.read(self, start, end - start, self._aligned_read)  # type: ignore[arg-type]
+        else:
+            data = self._aligned_read(start, end - start)
         if start == offset and end == offset + length:
             return data
         return data[offset - start : offset - start + length]
+
+    def _copies_on_read(self) -> bool:
+        from bdrv.graph import O_RDWR
+
+        return bool(getattr(self, "copy_on_read", False) and self.open_flags & O_RDWR)
 
     def _aligned_read(self, offset: int, length: int) -> bytes:
         drv = self._drv()
