@@ -15,6 +15,7 @@ from collections.abc import Callable
 from bdrv.errors import BlockError
 from bdrv.graph import Node
 from bdrv.open import full_backing_filename
+from bdrv.ratelimit import RateLimit
 from bdrv.request import (
     BLOCK_DATA,
     BLOCK_ZERO,
@@ -32,10 +33,12 @@ def chain_next(node: Node) -> Node | None:
     return backing.node if backing is not None else None
 
 
-def commit(top: Node, base: Node, progress: Callable[[int, int], None] | None = None) -> None:
+def commit(top: Node, base: Node, progress: Callable[[int, int], None] | None = None,
+           rate_limit: RateLimit | None = None) -> None:
     """Copy everything allocated in `top` and the layers above `base` into `base`.
 
-    `progress(done, total)` follows the job's progress: bytes copied of those to copy.
+    `progress(done, total)` follows the job's progress: bytes copied of those to copy;
+    `rate_limit` (commit -r) paces the copy.
     """
     length = top.getlength()
     if length > base.getlength():
@@ -61,6 +64,8 @@ def commit(top: Node, base: Node, progress: Callable[[int, int], None] | None = 
     for start, n in ranges:
         for piece in range(start, start + n, MAX_IO_BYTES):
             size = min(MAX_IO_BYTES, start + n - piece)
+            if rate_limit is not None:
+                rate_limit.account(size)
             _copy(top, base, piece, size)
             done += size
             if progress is not None:

@@ -14,6 +14,7 @@ from bdrv.commit import chain_next, commit, find_backing_image
 from bdrv.errors import BlockError
 from bdrv.graph import O_RDWR, O_UNMAP
 from bdrv.options import OptionError
+from bdrv.ratelimit import RateLimit
 from bdrv.reopen import reopen
 from bdrv.sizes import parse_size
 from bdrv.tools.img_common import Img, long_opts, open_image, parse_cache_mode, print_help
@@ -27,6 +28,7 @@ def run(img: Img, argv: list[str]) -> int:
     cache = "unsafe"
     base: str | None = None
     drop = progress = quiet = image_opts = False
+    rate_limit = 0  # bytes per second; 0: unlimited
     for key, arg in img.getopt(argv, "f:ht:b:dpqr:", _LONG):
         if key == "h":
             return print_help(img)
@@ -45,7 +47,7 @@ def run(img: Img, argv: list[str]) -> int:
             quiet = True
         elif key == "r":
             try:
-                parse_size(str(arg), "rate limit")
+                rate_limit = parse_size(str(arg), "rate limit")
             except OptionError as exc:
                 img.report(exc)
                 return 1
@@ -79,7 +81,7 @@ def run(img: Img, argv: list[str]) -> int:
         def step(done: int, total: int) -> None:
             meter.print(float(float32(done) / float32(total) * float32(100)), 0)
 
-        commit(top, base_node, step)
+        commit(top, base_node, step, RateLimit(rate_limit))
         meter.print(100, 0)
         base_node.flush()
         if not drop:

@@ -14,6 +14,7 @@ from bdrv.backend import Backend
 from bdrv.errors import BlockError
 from bdrv.graph import O_NO_SHARE, O_RDWR, O_UNMAP
 from bdrv.options import OptionError, accumulate_options, is_help, parse_opts, parse_size
+from bdrv.ratelimit import RateLimit
 from bdrv.tools.img_common import (
     Img,
     ImgExit,
@@ -68,6 +69,7 @@ class ConvertArgs:
     bitmaps: bool = False
     skip_broken: bool = False
     min_sparse: int = 8
+    rate_limit: int = 0  # bytes per second (-r); 0: unlimited
     explicit_min_sparse: bool = False
     files: list[str] = field(default_factory=list)
 
@@ -153,9 +155,8 @@ def _parse_args(img: Img, argv: list[str]) -> ConvertArgs | int:
         elif key == "U":
             a.force_share = True
         elif key == "r":
-            # The rate limit only slows QEMU down; bdrv checks it and copies at full speed.
             try:
-                parse_size(value, "rate limit", warn=img.warn)
+                a.rate_limit = parse_size(value, "rate limit", warn=img.warn)
             except OptionError as exc:
                 img.report(exc)
                 return 1
@@ -380,6 +381,7 @@ def _copy(img: Img, a: ConvertArgs, sources: list[Backend], target: Backend,
         compressed=a.compressed,
         cluster_sectors=cluster_sectors,
         min_sparse=a.min_sparse,
+        rate_limit=RateLimit(a.rate_limit),
         has_zero_init=a.has_zero_init,
         target_is_new=not a.skip_create,
         target_has_backing=target_has_backing,

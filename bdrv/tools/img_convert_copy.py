@@ -20,6 +20,7 @@ import numpy as np
 from bdrv.backend import Backend
 from bdrv.errors import BlockError
 from bdrv.graph import Node
+from bdrv.ratelimit import RateLimit
 from bdrv.request import (
     BLOCK_DATA,
     BLOCK_ZERO,
@@ -74,6 +75,7 @@ class Converter:
     sector_next_status: int = 0
     allocated_sectors: int = 0
     allocated_done: int = 0
+    rate_limit: RateLimit = field(default_factory=lambda: RateLimit(0))  # convert -r
     _zero: bytes = field(default=b"", repr=False)
     # Per source (by id): block status from run indexes (status_index), None where not possible.
     _chains: dict[int, ChainStatus | None] = field(default_factory=dict, repr=False)
@@ -181,6 +183,7 @@ class Converter:
             if status == DATA or (not self.min_sparse and status == ZERO):
                 self.allocated_done += n
                 meter.print(100.0 * self.allocated_done / self.allocated_sectors, 0)
+                self.rate_limit.account(n * SECTOR)
             self._copy_chunk(sector, n, status)
             sector += n
         if self.compressed:
