@@ -10,6 +10,7 @@ asked for.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bdrv.errors import BlockError
@@ -30,7 +31,7 @@ def _cluster_size(node: Node) -> int:
     return size if size > 0 else 1
 
 
-def read(node: Node, offset: int, length: int, plain_read) -> bytes:  # type: ignore[no-untyped-def]
+def read(node: Node, offset: int, length: int, plain_read: Callable[[int, int], bytes]) -> bytes:
     """`length` bytes at `offset`, copying what the node lacks into it.
 
     `plain_read(offset, length)` reads through the node without copying (the driver
@@ -53,10 +54,10 @@ def read(node: Node, offset: int, length: int, plain_read) -> bytes:  # type: ig
             allocated, pnum = False, ask
         if not allocated and pnum == 0:
             break  # the image ends inside the last cluster
-        want = max(0, min(pnum - skip, length - done))
         if not allocated:
             pnum = min(pnum, MAX_BOUNCE_BUFFER)
-            want = max(0, min(pnum - skip, length - done))
+        want = max(0, min(pnum - skip, length - done))  # of this run, for the caller
+        if not allocated:
             data = bytes(plain_read(pos, pnum))
             if data == bytes(len(data)):
                 node.pwrite_zeroes(pos, pnum, REQ_WRITE_UNCHANGED)
