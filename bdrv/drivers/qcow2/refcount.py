@@ -352,6 +352,20 @@ class Refcounts:
             return existing
         if dbg is not None:
             return self._alloc_block_cached(cluster_index, ti)
+        new_block, block = self._new_block(ti)
+        self.overlap_check(OL_REFCOUNT_BLOCK, new_block, self.cluster_size)
+        self.file.pwrite(new_block, encode_entries(block, self.order))
+        if ti < self.table_size:
+            self.table[ti] = new_block
+            self._write_table_entry(ti)
+            raise Again()
+        self._grow_table(cluster_index, ti, new_block)
+        raise Again()
+
+    def _new_block(self, ti: int, flush_after_update: bool = False) -> tuple[int, np.ndarray]:
+        """A zeroed refcount block for table index `ti`, allocated and counted: in
+        itself if it falls in the range it describes, else by an update of the block
+        that covers it (flushed from the cache when `flush_after_update`)."""
         cs = self.cluster_size
         new_block = self.alloc_noref(cs, 1 << 63)
         if new_block == 0:
@@ -359,42 +373,28 @@ class Refcounts:
                                   "offset 0")
         block = np.zeros(self.block_size, dtype=np.uint64)
         if (new_block >> self.cluster_bits) >> self.block_bits == ti:
-            # The block describes itself.
             block[(new_block >> self.cluster_bits) & (self.block_size - 1)] = 1
         else:
             self.update(new_block, cs, 1, False, DISCARD_NEVER)
+            if flush_after_update:
+                self.flush_cache()
         self.blocks[new_block] = block
-        self.overlap_check(OL_REFCOUNT_BLOCK, new_block, cs)
-        self.file.pwrite(new_block, encode_entries(block, self.order))
-        if ti < self.table_size:
-            self.table[ti] = new_block
-            self._write_table_entry(ti)
-            raise Again()
-        # The table is full: grow it with self-describing structures past the end.
+        return new_block, block
+
+    def _grow_table(self, cluster_index: int, ti: int, new_block: int) -> None:
+        """The table is full: grow it with self-describing structures past the end."""
         blocks_used = -(-max(cluster_index + 1, (new_block >> self.cluster_bits) + 1)
                         // self.block_size)
-        meta_offset = blocks_used * self.block_size * cs
+        meta_offset = blocks_used * self.block_size * self.cluster_size
         self.refcount_area(meta_offset, 0, False, ti, new_block)
-        raise Again()
 
     def _alloc_block_cached(self, cluster_index: int, ti: int) -> int:
         """alloc_refcount_block() with the write-back cache: QEMU's order of writes,
         flushes and events, which decides what an injected error leaves behind."""
         dbg = self.dbg
         assert dbg is not None
-        cs = self.cluster_size
         self.flush_l2()  # the table is about to change; L2 tables may depend on it
-        new_block = self.alloc_noref(cs, 1 << 63)
-        if new_block == 0:
-            raise self.corruption("Preventing invalid allocation of refcount block at "
-                                  "offset 0")
-        block = np.zeros(self.block_size, dtype=np.uint64)
-        if (new_block >> self.cluster_bits) >> self.block_bits == ti:
-            block[(new_block >> self.cluster_bits) & (self.block_size - 1)] = 1
-        else:
-            self.update(new_block, cs, 1, False, DISCARD_NEVER)
-            self.flush_cache()
-        self.blocks[new_block] = block
+        new_block, _ = self._new_block(ti, flush_after_update=True)
         dbg.event("refblock_alloc_write")
         self.dirty[new_block] = None
         self.flush_cache()
@@ -404,10 +404,7 @@ class Refcounts:
             self.table[ti] = new_block
             raise Again()
         dbg.event("reftable_grow")
-        blocks_used = -(-max(cluster_index + 1, (new_block >> self.cluster_bits) + 1)
-                        // self.block_size)
-        meta_offset = blocks_used * self.block_size * cs
-        self.refcount_area(meta_offset, 0, False, ti, new_block)
+        self._grow_table(cluster_index, ti, new_block)
         dbg.event("refblock_load")
         raise Again()
 
