@@ -338,6 +338,16 @@ class Machine:
                 pass
         return response
 
+    def graph_log(self) -> None:
+        """Log the edges of x-debug-query-block-graph by node name, with permissions."""
+        graph = self.cmd("x-debug-query-block-graph")
+        names = {node["id"]: node["name"] for node in graph["nodes"]}
+        self._write("graph:")
+        for e in graph["edges"]:
+            self._write(filter_qmp(
+                f"  {names[e['parent']]} -> {names[e['child']]} ({e['name']}) "
+                f"perm={','.join(e['perm'])} shared={','.join(e['shared-perm'])}"))
+
     def qmp_raw_log(self, text: str) -> dict[str, Any]:
         """Log raw input as sent and the filtered response to it."""
         self._write(f"<- {text}")

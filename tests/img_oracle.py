@@ -156,3 +156,27 @@ def images(*specs: tuple[str, str, Sequence[str]]) -> Setup:
                 sh(d, *argv, name)
 
     return make
+
+
+def script(*commands: Sequence[str]) -> Setup:
+    """A setup running each command (argv) in turn; see qcow2_create and qcow2_io."""
+
+    def make(d: Path) -> None:
+        for argv in commands:
+            sh(d, *argv)
+
+    return make
+
+
+def qcow2_io(name: str, *cmds: str) -> list[str]:
+    """argv: qemu-io -f qcow2 -c CMD... NAME."""
+    argv = ["qemu-io", "-f", "qcow2"]
+    for cmd in cmds:
+        argv += ["-c", cmd]
+    return [*argv, name]
+
+
+def qcow2_create(name: str, size: str | None = None, *args: str) -> list[str]:
+    """argv: qemu-img create -q -f qcow2 ARGS NAME [SIZE]."""
+    return ["qemu-img", "create", "-q", "-f", "qcow2", *args, name,
+            *([size] if size else [])]

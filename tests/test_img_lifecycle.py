@@ -15,29 +15,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("img_oracle")
-from img_oracle import Setup, check_same, needs_qemu, sh  # noqa: E402
+from img_oracle import check_same, needs_qemu, script, sh  # noqa: E402
+from img_oracle import qcow2_create as _create  # noqa: E402
+from img_oracle import qcow2_io as _io  # noqa: E402
 
 pytestmark = needs_qemu
-
-
-def script(*commands: Sequence[str]) -> Setup:
-    def make(d: Path) -> None:
-        for argv in commands:
-            sh(d, *argv)
-
-    return make
-
-
-def _io(name: str, *cmds: str) -> list[str]:
-    argv = ["qemu-io", "-f", "qcow2"]
-    for cmd in cmds:
-        argv += ["-c", cmd]
-    return [*argv, name]
-
-
-def _create(name: str, size: str | None = None, *args: str) -> list[str]:
-    return ["qemu-img", "create", "-q", "-f", "qcow2", *args, name,
-            *([size] if size else [])]
 
 
 CHAIN = [

@@ -1,7 +1,10 @@
 """qcow2 check on hostile tables (pointing at themselves or at other metadata, sizes at
 their limits, refcounts that overflow) and on damaged internal snapshots: 7.2's verdict
 and repair, in bounded time and memory, with the image's digest before and after the
-read-only checks and the data read back by real QEMU (by="qemu").
+read-only checks and the data read back by real QEMU (by="qemu"). Among them, repairs
+that end in a fatal corruption (a metadata write the overlap check refuses): 7.2 marks
+the image corrupt and drops the refcount fixes it held in its refblock cache, so the
+next check still sees the old counts.
 
 References come from qemu-img/qemu-io 7.2 (--backend qemu --regen).
 """
@@ -177,3 +180,33 @@ def test_check_snapshot_table_pointer_invalid(iot):
     iot.img(["check", "-f", iot.fmt, "-r", "all"], img)
     c.header(snapshots_offset=table, nb_snapshots=70000)
     _check_only(iot, img)
+
+
+# -- repairs ending in a fatal corruption ---------------------------------------------
+@formats("qcow2")
+def test_check_l1_entry_points_at_l1_table(iot):
+    img = _image(iot)
+    c = iot.corrupt(img)
+    c.l1(0, COPIED | c.fields()["l1_table_offset"])
+    _check_only(iot, img)
+    _repair(iot, img)
+    iot.img(["check", "-f", iot.fmt], img, by="qemu")
+
+
+@formats("qcow2")
+def test_check_l1_entry_points_at_header(iot):
+    img = _image(iot)
+    c = iot.corrupt(img)
+    c.l1(0, COPIED | 0x200)
+    _check_only(iot, img)
+    _repair(iot, img)
+
+
+@formats("qcow2")
+def test_check_l1_table_larger_than_file(iot):
+    """32 MiB of L1 table in a file of 448 KiB: past the real table it reads the L2
+    table, data clusters of zeros, then the zeros past the end of the file."""
+    img = _image(iot, writes=("write -P 0 0 128k",))
+    iot.corrupt(img).header(l1_size=0x400000)
+    _check_only(iot, img)
+    _repair(iot, img)

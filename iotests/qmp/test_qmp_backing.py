@@ -21,16 +21,6 @@ def _nodes(iot: Iot, m: Machine) -> None:
         iot.log(filter_qmp(line))
 
 
-def _graph(iot: Iot, m: Machine) -> None:
-    """The edges of x-debug-query-block-graph, by node name."""
-    graph = m.cmd("x-debug-query-block-graph")
-    names = {node["id"]: node["name"] for node in graph["nodes"]}
-    iot.log("graph:")
-    for e in graph["edges"]:
-        iot.log(filter_qmp(f"  {names[e['parent']]} -> {names[e['child']]} ({e['name']}) "
-                           f"perm={','.join(e['perm'])} shared={','.join(e['shared-perm'])}"))
-
-
 def _reopen(m: Machine, *options: dict[str, Any]) -> dict[str, Any]:
     return m.qmp_log("blockdev-reopen", options=list(options))
 
@@ -69,11 +59,11 @@ def test_backing_replace(iot: Iot) -> None:
     m = iot.machine()
     _add_chain(m, base, mid, top)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== top's backing: base instead of mid ===")
     _reopen(m, _opts("top", backing="base"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== mid is nobody's backing now: it can go ===")
     m.qmp_log("blockdev-del", node_name="base")
     m.qmp_log("blockdev-del", node_name="mid")
@@ -86,7 +76,7 @@ def test_backing_replace(iot: Iot) -> None:
     _reopen(m, {"driver": "file", "node-name": "base-file", "filename": base,
                 "backing": None})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("quit")
     iot.io(top, ["read -P 0x11 0 64k", "read -P 0x22 64k 64k", "read -P 0x33 128k 64k"])
 
@@ -99,7 +89,7 @@ def test_backing_null(iot: Iot) -> None:
     _add_chain(m, base, mid, top)
     _reopen(m, _opts("mid", backing=None))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="base")
     iot.log("=== null again, then mid again ===")
     _reopen(m, _opts("top", backing=None))
@@ -107,11 +97,11 @@ def test_backing_null(iot: Iot) -> None:
     _nodes(iot, m)
     _reopen(m, _opts("top", backing="mid"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== Both in one reopen ===")
     _reopen(m, _opts("top", backing=None), _opts("mid", backing=None))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("quit")
 
 
@@ -155,7 +145,7 @@ def test_backing_cycle(iot: Iot) -> None:
     _reopen(m, _opts("top", backing="base"), _opts("base", backing="mid"),
             _opts("mid", backing=None))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("quit")
 
 
@@ -171,21 +161,21 @@ def test_backing_read_write(iot: Iot) -> None:
                                "file": {"driver": "file", "filename": other,
                                         "node-name": "other-file"}})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     _reopen(m, _opts("base", read_only=True, backing=None))
     _reopen(m, _opts("mid", read_only=True, backing="base"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== A read-write node as top's backing ===")
     _reopen(m, _opts("top", backing="other"))
     _reopen(m, _opts("other", read_only=True))
     _reopen(m, _opts("other"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== And the backing made read-write in the same reopen ===")
     _reopen(m, _opts("top", backing="mid"), _opts("mid", backing="base"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("quit")
 
 
@@ -204,11 +194,11 @@ def test_backing_inline_dropped(iot: Iot) -> None:
         "backing": {"driver": "qcow2", "node-name": "mid", "backing": "base",
                     "file": {"driver": "file", "filename": mid, "node-name": "mid-file"}}})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="mid")
     _reopen(m, _opts("top", backing="base"))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     _reopen(m, _opts("top", backing="mid"))
     m.qmp_log("quit")
 
@@ -239,7 +229,7 @@ def test_backing_options_inline(iot: Iot) -> None:
     _reopen(m, _opts("top", backing={**mid_opts, "driver": "raw"}))
     _reopen(m, _opts("top", backing={**mid_opts, "backing": None}))
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== mid's own backing, base, was added on its own ===")
     _reopen(m, _opts("top", backing={**mid_opts, "backing": {
         "driver": "qcow2", "node-name": "base", "file": "base-file", "backing": None}}))

@@ -24,15 +24,6 @@ def _nodes(iot: Iot, m: Machine) -> None:
         iot.log(filter_qmp(line))
 
 
-def _graph(iot: Iot, m: Machine) -> None:
-    graph = m.cmd("x-debug-query-block-graph")
-    names = {node["id"]: node["name"] for node in graph["nodes"]}
-    iot.log("graph:")
-    for e in graph["edges"]:
-        iot.log(filter_qmp(f"  {names[e['parent']]} -> {names[e['child']]} ({e['name']}) "
-                           f"perm={','.join(e['perm'])} shared={','.join(e['shared-perm'])}"))
-
-
 def _reopen(m: Machine, *options: dict[str, Any]) -> dict[str, Any]:
     return m.qmp_log("blockdev-reopen", options=list(options))
 
@@ -47,10 +38,10 @@ def test_file_child_replace_raw(iot: Iot) -> None:
     r = {"driver": "raw", "node-name": "r"}
     m.qmp_log("blockdev-add", {**r, "file": "fa"})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     _reopen(m, {**r, "file": "fb"})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="fa")
     _reopen(m, {**r, "file": "fa"})
     _reopen(m, {**r, "file": "nosuch"})
@@ -62,10 +53,10 @@ def test_file_child_replace_raw(iot: Iot) -> None:
     _reopen(m, {**r, "file": "fa"})
     _reopen(m, {**r, "file": "fa", "read-only": True})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     _reopen(m, {**r, "file": "fb"})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="r")
     m.qmp_log("blockdev-del", node_name="fa")
     m.qmp_log("blockdev-del", node_name="fb")
@@ -86,16 +77,16 @@ def test_file_child_replace_qcow2(iot: Iot) -> None:
               file={"driver": "file", "filename": a, "node-name": "fa"})
     m.qmp_log("blockdev-add", driver="file", node_name="fb", filename=b)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     q = {"driver": "qcow2", "node-name": "q"}
     _reopen(m, {**q, "file": "fb"})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="fb")
     _reopen(m, {**q, "file": {"driver": "file", "filename": a, "node-name": "fa"}})
     _reopen(m, {**q, "file": "fb", "read-only": True})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="q")
     m.qmp_log("blockdev-del", node_name="fb")
     _nodes(iot, m)
@@ -123,7 +114,7 @@ def test_multi_reopen_rollback(iot: Iot) -> None:
                                         "node-name": "o-file"}})
     m.qmp_log("blockdev-add", driver="file", node_name="o2-file", filename=other2)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     top_opts = {"driver": "qcow2", "node-name": "top", "file": "top-file"}
     base_opts = {"driver": "qcow2", "node-name": "base", "file": "base-file",
                  "read-only": True}
@@ -149,16 +140,16 @@ def test_multi_reopen_rollback(iot: Iot) -> None:
         iot.log("=== Fails, nothing changes ===")
         _reopen(m, *changes, *failing)
         _nodes(iot, m)
-        _graph(iot, m)
+        m.graph_log()
     iot.log("=== Without the failing node, everything changes ===")
     _reopen(m, *changes)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== In one reopen: top lets go of base, so base may take top as backing ===")
     _reopen(m, {**top_opts, "backing": None, "read-only": True},
             {**base_opts, "backing": "top"})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="top")
     m.qmp_log("blockdev-del", node_name="base")
     m.qmp_log("blockdev-del", node_name="top")
@@ -174,7 +165,7 @@ def test_two_parents_permissions(iot: Iot) -> None:
     m.qmp_log("blockdev-add", driver="file", node_name="f", filename=img)
     m.qmp_log("blockdev-add", driver="qcow2", node_name="q1", file="f", read_only=True)
     m.qmp_log("blockdev-add", driver="qcow2", node_name="q2", file="f", read_only=True)
-    _graph(iot, m)
+    m.graph_log()
     q1 = {"driver": "qcow2", "node-name": "q1", "file": "f"}
     q2 = {"driver": "qcow2", "node-name": "q2", "file": "f"}
     _reopen(m, q1)
@@ -183,11 +174,11 @@ def test_two_parents_permissions(iot: Iot) -> None:
     m.qmp_log("block_resize", node_name="f", size=2097152)
     m.qmp_log("block_resize", node_name="q1", size=2097152)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== q2 gone: q1 may write; a second writer may not come back ===")
     m.qmp_log("blockdev-del", node_name="q2")
     _reopen(m, q1)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-add", driver="qcow2", node_name="q2", file="f", read_only=True)
     m.qmp_log("blockdev-add", driver="raw", node_name="r", file="f", read_only=True)
     m.qmp_log("blockdev-add", driver="raw", node_name="r2", file="f")
@@ -195,14 +186,14 @@ def test_two_parents_permissions(iot: Iot) -> None:
     m.qmp_log("blockdev-del", node_name="r2")
     m.qmp_log("block_resize", node_name="q1", size=2097152)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     iot.log("=== q1 read-only: the raw node may write and resize ===")
     _reopen(m, {**q1, "read-only": True})
     _reopen(m, {"driver": "raw", "node-name": "r", "file": "f"})
     m.qmp_log("block_resize", node_name="r", size=4194304)
     _reopen(m, q1)
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("quit")
 
 
@@ -218,7 +209,7 @@ def test_blockdev_del_in_use(iot: Iot) -> None:
     m.qmp_log("blockdev-add", {"driver": "qcow2", "node-name": "top", "backing": "base",
                                "file": {"driver": "file", "filename": top,
                                         "node-name": "top-file"}})
-    _graph(iot, m)
+    m.graph_log()
     m.qmp_log("blockdev-del", node_name="base-file")
     m.qmp_log("blockdev-del", node_name="base")
     m.qmp_log("blockdev-del", node_name="top-file")
@@ -236,7 +227,7 @@ def test_blockdev_del_in_use(iot: Iot) -> None:
     m.qmp_log("blockdev-add", {"driver": "qcow2", "node-name": "top",
                                "file": {"driver": "file", "filename": top}})
     _nodes(iot, m)
-    _graph(iot, m)
+    m.graph_log()
     names = [n["node-name"] for n in m.cmd("query-named-block-nodes")
              if n["node-name"] != "top"]
     for name in names:
