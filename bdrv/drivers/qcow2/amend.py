@@ -231,14 +231,19 @@ def upgrade(drv: Qcow2Driver, status: Status) -> None:
         except BlockError as exc:
             raise errno_error("Failed to update the snapshot table", exc) from None
     status(1, 2)
+    _write_version(drv, 3)
+    status(2, 2)
+
+
+def _write_version(drv: Qcow2Driver, version: int) -> None:
+    """The header with `version`; the old version kept in memory if it cannot be written."""
     old = drv.version
-    _set_version(drv, 3)
+    _set_version(drv, version)
     try:
         drv.update_header()
     except BlockError as exc:
         _set_version(drv, old)
         raise errno_error("Failed to update the image header", exc) from None
-    status(2, 2)
 
 
 def downgrade(drv: Qcow2Driver, status: Status) -> None:
@@ -273,13 +278,7 @@ def downgrade(drv: Qcow2Driver, status: Status) -> None:
         # v2 knows only zlib, which is fine while nothing is compressed.
         hdr.incompatible_features &= ~INCOMPAT_COMPRESSION
         hdr.compression_type = drv.ctype = COMPRESSION_ZLIB
-    old = drv.version
-    _set_version(drv, 2)
-    try:
-        drv.update_header()
-    except BlockError as exc:
-        _set_version(drv, old)
-        raise errno_error("Failed to update the image header", exc) from None
+    _write_version(drv, 2)
 
 
 def _has_compressed_clusters(drv: Qcow2Driver) -> bool:
